@@ -1,0 +1,215 @@
+"""The four interfaces a plugin implements: JobBackend, LLM, PaperSource and MetricStore.
+
+A plugin class is constructed as ``cls(options, context)``: ``options`` is the plugin's own
+table from ``autolab.toml`` (e.g. ``[backend.slurm]``), already a plain dict, and ``context``
+tells it where the lab lives. A plugin validates its options in ``__init__`` and raises
+:class:`~autolab_core.errors.ConfigError` naming the bad key; ``autolab_core.config.parse_options``
+does that for an attrs options class in one line.
+
+Heavy libraries (torch, submitit, huggingface_hub, trackio) are imported inside methods, never
+at module level, so that ``autolab --help`` and ``autolab plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from autolab_core.models import JobHandle, JobSpec, JobState, LogChunk, MetricPoint, Paper
+
+
+@attrs.frozen
+class PluginContext:
+    """Where a plugin may keep its files.
+
+    ``lab_root`` is the lab's git work tree; ``state_dir`` is the lab's private state directory
+    (``<lab>/.autolab``), which survives restarts and is never committed. A plugin writes under
+    ``state_dir / <its name>``.
+    """
+
+    lab_root: Path
+    state_dir: Path
+    lab_name: str = "lab"
+
+    def plugin_dir(self, name: str) -> Path:
+        path = self.state_dir / "plugins" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Plugin(abc.ABC):
+    """What all four kinds share: a registry name, a one-line description, and availability."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
+        self.options = dict(options)
+        self.context = context
+
+    @classmethod
+    def available(cls) -> str | None:
+        """None when the plugin can run here; otherwise why not, naming the fix.
+
+        Example: ``"huggingface_hub is not installed: pip install 'autolab[hf]'"``. It must be
+        cheap and must not raise. Instance-level checks (a cluster that answers, a token that is
+        set) go in :meth:`check`.
+        """
+        return None
+
+    def check(self) -> str | None:
+        """Like :meth:`available`, but with this instance's options (may touch the network)."""
+        return self.available()
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a sensible default
+        """Release resources. The orchestrator calls it once, when it stops."""
+
+
+class JobBackend(Plugin):
+    """Runs jobs somewhere: local processes, a SLURM cluster, a cloud service.
+
+    The orchestrator calls these methods from one thread. None of them may block for long:
+    ``submit`` returns as soon as the job is queued, and ``poll`` answers for many jobs in one
+    round trip. A backend must let a restarted orchestrator take over the jobs a previous one
+    submitted (``reattach`` and ``find``), so that no experiment is ever run twice.
+
+    Run ``autolab_core.testing.JobBackendContract`` against your backend to check all of this.
+    """
+
+    #: How many jobs this backend runs at once, when it decides that itself (local slots).
+    #: None lets the orchestrator use its ``--workers`` setting.
+    capacity: int | None = None
+
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec) -> JobHandle:
+        """Queue ``spec`` and return at once with a handle whose ``job_id`` is stable."""
+
+    @abc.abstractmethod
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        """The current state of each handle, keyed by ``job_id``, in one batch."""
+
+    @abc.abstractmethod
+    def logs(self, handle: JobHandle, since: int = 0) -> LogChunk:
+        """Output (stdout and stderr) written after cursor ``since``; pass back ``cursor``."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: JobHandle) -> None:
+        """Stop the job, with everything it started. Cancelling a finished job is a no-op."""
+
+    @abc.abstractmethod
+    def reattach(self, job_id: str) -> JobHandle | None:
+        """A handle for a job submitted earlier (perhaps by another process), or None."""
+
+    def find(self, experiment_id: str) -> JobHandle | None:
+        """The job already submitted for ``experiment_id``, if the backend can tell.
+
+        Used after a crash between submitting and recording the handle. Backends with job
+        labels (HF Jobs) or job names (SLURM) should implement it.
+        """
+        return None
+
+    def slot_of(self, handle: JobHandle) -> str:
+        """The worker slot or node the job ran on, for the Gantt chart."""
+        return str(handle.data.get("slot", self.name))
+
+
+@attrs.frozen
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
+@attrs.frozen
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@attrs.frozen
+class Completion:
+    """An LLM's answer: the text, the parsed JSON when a schema was given, and usage."""
+
+    text: str
+    data: Any = None
+    usage: Usage = Usage()
+    model: str = ""
+    raw: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+class LLM(Plugin):
+    """A chat model.
+
+    ``complete`` sends ``messages`` and returns a :class:`Completion`. With ``schema`` (a JSON
+    schema) the provider asks the server for structured output where it can, and the answer's
+    ``data`` is the parsed JSON; validation against the schema and retries with the error fed
+    back are the provider's job. Raise :class:`~autolab_core.errors.LLMError` naming the
+    provider, model and HTTP status on failure.
+    """
+
+    @abc.abstractmethod
+    def complete(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None = None,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Completion:
+        """Answer ``messages``."""
+
+
+class PaperSource(Plugin):
+    """Somewhere to find papers: HF Papers, arXiv, a folder of notes."""
+
+    @abc.abstractmethod
+    def search(self, query: str, limit: int = 10, since: str | None = None) -> list[Paper]:
+        """Papers matching ``query``, newest first; ``since`` is an ISO date."""
+
+    @abc.abstractmethod
+    def get(self, paper_id: str) -> Paper | None:
+        """One paper with its full summary, or None."""
+
+
+class MetricStore(Plugin):
+    """Where every metric point of every experiment lives.
+
+    The orchestrator is the single writer: it calls ``append`` from one process, so a store
+    need not handle concurrent writers, but it must never lose a point it acknowledged, and a
+    crash must not corrupt what was written before it.
+    """
+
+    @abc.abstractmethod
+    def append(self, points: Sequence[MetricPoint]) -> None:
+        """Add points. They may be buffered until ``flush`` or ``finish``."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook with a sensible default
+        """Make appended points durable."""
+
+    @abc.abstractmethod
+    def finish(self, experiment_id: str) -> None:
+        """No more points will come for ``experiment_id``; make them durable."""
+
+    @abc.abstractmethod
+    def query(
+        self,
+        experiment_ids: Sequence[str] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> Any:
+        """A ``pyarrow.Table`` with columns experiment_id, step, name, value, wall_time."""
+
+    @abc.abstractmethod
+    def export_parquet(self, path: Path) -> Path:
+        """Write every point to one Parquet file (or dataset directory) at ``path``."""
+
+
+PLUGIN_KINDS: dict[str, type[Plugin]] = {
+    "backend": JobBackend,
+    "llm": LLM,
+    "paper_source": PaperSource,
+    "metric_store": MetricStore,
+}

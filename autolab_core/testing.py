@@ -1,0 +1,172 @@
+"""A contract test suite that any ``JobBackend`` can run against itself.
+
+Subclass :class:`JobBackendContract` in a pytest module and provide ``make_backend``::
+
+    from autolab_core.testing import JobBackendContract
+
+    class TestMyBackend(JobBackendContract):
+        def make_backend(self, tmp_path):
+            return MyBackend({"queue": "debug"}, PluginContext(tmp_path, tmp_path / ".autolab"))
+
+Each test submits small Python commands (``sys.executable`` on the machine that runs the job;
+override :meth:`python` if the job runs elsewhere) and waits for them with a deadline, so a
+backend that never reaches a terminal state fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autolab_core.interfaces import JobBackend, PluginContext
+from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus
+
+
+def wait_for(
+    backend: JobBackend,
+    handle: JobHandle,
+    until: Callable[[JobState], bool] = lambda s: s.status.terminal,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+) -> JobState:
+    """Poll ``handle`` until ``until(state)``; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    state = backend.poll([handle])[handle.job_id]
+    while not until(state):
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {handle.job_id} still {state.status.value} after {timeout}s")
+        time.sleep(interval)
+        state = backend.poll([handle])[handle.job_id]
+    return state
+
+
+def read_all_logs(backend: JobBackend, handle: JobHandle, settle: float = 10.0) -> str:
+    """Every log line of a finished job, waiting up to ``settle`` s for them to arrive."""
+    deadline = time.monotonic() + settle
+    text, cursor = "", 0
+    while True:
+        chunk = backend.logs(handle, cursor)
+        text, cursor = text + chunk.text, chunk.cursor
+        if chunk.text == "" and (text or time.monotonic() > deadline):
+            return text
+        if time.monotonic() > deadline:
+            return text
+
+
+class JobBackendContract:
+    """What every backend must do. Override ``make_backend``; tune the class attributes."""
+
+    #: Seconds to wait for a short job to finish (raise it for a slow queue).
+    timeout: float = 60.0
+    #: Whether the backend enforces ``JobSpec.time_limit_s``.
+    supports_time_limit: bool = True
+
+    def make_backend(self, tmp_path: Path) -> JobBackend:
+        raise NotImplementedError("override make_backend(tmp_path) to build your backend")
+
+    def python(self) -> str:
+        return sys.executable
+
+    def spec(self, tmp_path: Path, code: str, **kw: Any) -> JobSpec:
+        workdir = tmp_path / "work"
+        workdir.mkdir(exist_ok=True)
+        return JobSpec(
+            experiment_id=kw.pop("experiment_id", "t" + uuid.uuid4().hex[:8]),
+            command=(self.python(), "-c", code),
+            workdir=str(workdir),
+            **kw,
+        )
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Any:
+        backend = self.make_backend(tmp_path)
+        yield backend
+        backend.close()
+
+    # -- the contract ------------------------------------------------------------------------
+    def test_name_and_available(self, backend: JobBackend) -> None:
+        assert isinstance(backend.name, str) and backend.name
+        reason = backend.available()
+        assert reason is None or (isinstance(reason, str) and reason)
+
+    def test_success_with_logs_env_and_workdir(self, backend: JobBackend, tmp_path: Path) -> None:
+        code = (
+            "import os, pathlib; print('hello', os.environ['CONTRACT_VAR']); "
+            "pathlib.Path('made-here').write_text('x'); print('cwd-ok')"
+        )
+        handle = backend.submit(self.spec(tmp_path, code, env={"CONTRACT_VAR": "v42"}))
+        assert handle.backend == backend.name and handle.job_id
+        state = wait_for(backend, handle, timeout=self.timeout)
+        assert state.status is JobStatus.SUCCEEDED, state
+        logs = read_all_logs(backend, handle)
+        assert "hello v42" in logs and "cwd-ok" in logs
+        assert (tmp_path / "work" / "made-here").exists()
+
+    def test_logs_cursor_does_not_repeat(self, backend: JobBackend, tmp_path: Path) -> None:
+        code = "import time\nfor i in range(3):\n    print('line', i, flush=True); time.sleep(0.3)"
+        handle = backend.submit(self.spec(tmp_path, code))
+        wait_for(backend, handle, timeout=self.timeout)
+        text = read_all_logs(backend, handle)
+        assert [ln for ln in text.splitlines() if ln.startswith("line")] == [
+            "line 0", "line 1", "line 2"
+        ]
+        again = backend.logs(handle, backend.logs(handle, 0).cursor)
+        assert "line" not in again.text
+
+    def test_failure_reports_exit_code(self, backend: JobBackend, tmp_path: Path) -> None:
+        handle = backend.submit(self.spec(tmp_path, "import sys; print('bye'); sys.exit(3)"))
+        state = wait_for(backend, handle, timeout=self.timeout)
+        assert state.status is JobStatus.FAILED, state
+        assert state.exit_code in (3, None)
+        assert state.reason
+
+    def test_cancel(self, backend: JobBackend, tmp_path: Path) -> None:
+        handle = backend.submit(self.spec(tmp_path, "import time; print('up', flush=True); time.sleep(120)"))
+        wait_for(backend, handle, lambda s: s.status is not JobStatus.PENDING, timeout=self.timeout)
+        backend.cancel(handle)
+        state = wait_for(backend, handle, timeout=self.timeout)
+        assert state.status is JobStatus.CANCELLED, state
+        backend.cancel(handle)  # cancelling again is a no-op
+
+    def test_time_limit(self, backend: JobBackend, tmp_path: Path) -> None:
+        if not self.supports_time_limit:
+            pytest.skip("this backend declares no time-limit support")
+        handle = backend.submit(self.spec(tmp_path, "import time; time.sleep(120)", time_limit_s=2))
+        state = wait_for(backend, handle, timeout=self.timeout + 120)
+        assert state.status is JobStatus.TIMEOUT, state
+
+    def test_poll_is_batched(self, backend: JobBackend, tmp_path: Path) -> None:
+        handles = [backend.submit(self.spec(tmp_path, f"print({i})")) for i in range(3)]
+        states = backend.poll(handles)
+        assert set(states) == {h.job_id for h in handles}
+        for h in handles:
+            assert wait_for(backend, h, timeout=self.timeout).status is JobStatus.SUCCEEDED
+
+    def test_reattach_from_new_instance(self, backend: JobBackend, tmp_path: Path) -> None:
+        handle = backend.submit(
+            self.spec(tmp_path, "import time; time.sleep(1); print('done')", experiment_id="reattach1")
+        )
+        other = self.make_backend(tmp_path)
+        try:
+            again = other.reattach(handle.job_id)
+            assert again is not None and again.job_id == handle.job_id
+            assert again.experiment_id == "reattach1"
+            state = wait_for(other, again, timeout=self.timeout)
+            assert state.status is JobStatus.SUCCEEDED
+            assert "done" in read_all_logs(other, again)
+            assert other.reattach("no-such-job-" + uuid.uuid4().hex[:6]) is None
+        finally:
+            other.close()
+
+
+def make_context(tmp_path: Path, name: str = "lab") -> PluginContext:
+    """A :class:`PluginContext` rooted in a temporary directory."""
+    state = tmp_path / ".autolab"
+    state.mkdir(parents=True, exist_ok=True)
+    return PluginContext(lab_root=tmp_path, state_dir=state, lab_name=name)

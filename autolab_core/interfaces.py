@@ -112,6 +112,14 @@ class JobBackend(Plugin):
         """
         return None
 
+    def estimate_cost(self, spec: JobSpec) -> float | None:
+        """What running ``spec`` to its time limit would cost in USD, or None if free.
+
+        The orchestrator refuses to submit a job whose estimate exceeds the money left in
+        ``[budget] usd``; the actual cost comes back in ``JobState.cost_usd``.
+        """
+        return None
+
     def slot_of(self, handle: JobHandle) -> str:
         """The worker slot or node the job ran on, for the Gantt chart."""
         return str(handle.data.get("slot", self.name))

@@ -194,6 +194,7 @@ class JobState:
     started_at: float | None = None
     finished_at: float | None = None
     hardware: Mapping[str, str] = attrs.field(factory=dict)
+    cost_usd: float | None = None  # what the job cost so far, where the backend charges money
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobState:

@@ -195,7 +195,7 @@ class MetricStore(Plugin):
     def append(self, points: Sequence[MetricPoint]) -> None:
         """Add points. They may be buffered until ``flush`` or ``finish``."""
 
-    def flush(self) -> None:  # noqa: B027 - optional hook with a sensible default
+    def flush(self) -> None:
         """Make appended points durable."""
 
     @abc.abstractmethod

@@ -20,7 +20,7 @@ def _now() -> float:
     return time.time()
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """Where a job is in its life. The last five are terminal."""
 
     PENDING = "pending"
@@ -50,7 +50,7 @@ _TERMINAL = frozenset(
 )
 
 
-class ExperimentStatus(str, enum.Enum):
+class ExperimentStatus(enum.StrEnum):
     """An experiment's stage in the lab, from proposal to verdict."""
 
     QUEUED = "queued"
@@ -63,7 +63,7 @@ class ExperimentStatus(str, enum.Enum):
     REJECTED = "rejected"  # never ran: duplicate, stale, invalid patch, over budget
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     MINIMIZE = "minimize"
     MAXIMIZE = "maximize"
 
@@ -275,6 +275,14 @@ class Experiment:
     flags: tuple[str, ...] = ()
     attempts: int = 0
     cost_usd: float = 0.0
+    # The gate's verdict on a candidate: its effect against main (positive = better) with
+    # the uncertainty of that difference, over ``n_runs`` seeds.
+    verdict: str | None = None
+    effect: float | None = None
+    effect_err: float | None = None
+    n_runs: int = 0
+    log_cursor: int = 0
+    nonce: str | None = None
 
     @property
     def status(self) -> ExperimentStatus:

@@ -190,6 +190,8 @@ class SearchSection:
     strategy: str = attrs.field(default="auto", metadata={"choices": ["auto", "knob", "llm", "random"]})
     queue_depth: int | None = None
     seed: int = 0
+    exclude: list[str] = attrs.field(factory=list)  # knobs the explorer must not touch
+    focus: list[str] = attrs.field(factory=list)  # knobs to try first
 
 
 @attrs.frozen

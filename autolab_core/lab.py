@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -34,6 +33,7 @@ from gitdb.base import IStream  # type: ignore[import-untyped]
 
 from autolab_core.config import CONFIG_FILE, Config, load_config
 from autolab_core.errors import LabError
+from autolab_core.hashing import content_hash
 from autolab_core.models import Experiment, to_dict
 
 MAIN = "main"
@@ -66,16 +66,6 @@ def _atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def content_hash(files: Mapping[str, str | bytes]) -> str:
-    """A stable sha256 over file names and contents (order-independent)."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        data = files[name]
-        raw = data.encode() if isinstance(data, str) else data
-        digest.update(name.encode() + b"\0" + str(len(raw)).encode() + b"\0" + raw)
-    return digest.hexdigest()
 
 
 class Lab:
@@ -132,6 +122,23 @@ class Lab:
 
     # -- locking -----------------------------------------------------------------------------
     @contextlib.contextmanager
+    def exclusive(self, name: str, what: str) -> Iterator[None]:
+        """A lock that fails at once, naming ``what`` holds it, instead of waiting."""
+        path = self.state_dir / f"{name}.lock"
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = path.with_suffix(".pid")
+                pid = holder.read_text().strip() if holder.exists() else "?"
+                raise LabError(f"{what} is already running on {self.root} (pid {pid})") from None
+            path.with_suffix(".pid").write_text(str(os.getpid()))
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
     def lock(self, name: str = "git") -> Iterator[None]:
         """An exclusive lock shared by every process working on this lab."""
         path = self.state_dir / f"{name}.lock"
@@ -162,12 +169,14 @@ class Lab:
         return None if data is None else data.decode()
 
     def read_bytes(self, commit: str, path: str) -> bytes | None:
+        # A fresh `git cat-file` per call: GitPython's persistent one is not thread-safe.
         try:
-            blob = self.repo.commit(commit).tree / path
-        except KeyError:
+            data = self.repo.git.execute(
+                ["git", "cat-file", "blob", f"{commit}:{path}"], stdout_as_string=False
+            )
+        except git.GitCommandError:
             return None
-        data: bytes = blob.data_stream.read()
-        return data
+        return bytes(data)
 
     def files_at(self, commit: str, paths: Sequence[str]) -> dict[str, str]:
         """Contents of ``paths`` at ``commit`` (missing files are left out)."""
@@ -225,6 +234,16 @@ class Lab:
         commit = self._commit_files(base, files, message)
         if not self._cas(f"refs/heads/{branch}", commit, None):
             raise LabError(f"branch {branch} already exists; experiment ids must be unique")
+        return commit
+
+    def rebase_branch(
+        self, branch: str, base: str, files: Mapping[str, str | None], message: str
+    ) -> str:
+        """Replace ``branch``'s one commit with ``files`` on a newer ``base``."""
+        old = self.rev(f"refs/heads/{branch}")
+        commit = self._commit_files(base, files, message)
+        if not self._cas(f"refs/heads/{branch}", commit, old):
+            raise LabError(f"branch {branch} moved while it was being rebased")
         return commit
 
     def update_main(

@@ -261,7 +261,8 @@ class Experiment:
     commit: str | None = None
     patch: str = ""
     tree_hash: str | None = None
-    code_hash: str | None = None  # hash of the editable files' contents after the patch
+    code_hash: str | None = None  # hash of the code files (editable + protected) after the patch
+    base_code: str | None = None  # hash of the same files on main at base_commit
     role: str = "candidate"
     parent: str | None = None
     seed: int = 0

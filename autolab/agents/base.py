@@ -27,6 +27,7 @@ class LabDigest:
     best_value: float | None = None
     sigma: float | None = None
     main_commit: str = ""
+    code_hash: str = ""  # hash of main's code files; experiments with this base_code are current
 
 
 class Proposer(Protocol):

@@ -1,0 +1,3 @@
+from autolab.cli import main
+
+main()

@@ -1,0 +1,333 @@
+"""The knob explorer: the Researcher and Worker that need no LLM.
+
+It reads the editable files' top-level constants with :mod:`ast` (numbers, booleans, strings
+and tuples of them), proposes single-knob changes, and writes each as a one-line patch.
+
+Moves: floats x2 and x1/2 (0.0 -> 0.1), ints +-1 when small and x2 / //2 otherwise, booleans
+flipped, strings to the other values named in a ``# choices: a, b, c`` comment (or quoted in
+the line's comment). It adapts to what the lab has seen:
+
+- a knob whose move won (was promoted) is pushed again in the same direction;
+- values already tried on the current code are skipped;
+- a knob whose both moves lost is retried with narrower steps (x sqrt 2, then x 2^(1/4)).
+
+Knobs that only buy compute (``STEPS``, ``EPOCHS``, ``TIME_BUDGET``...) and seeds are left
+alone by default, because a fixed step budget would make them "win" unfairly; list knobs in
+``[search] exclude`` to skip more, or ``[search] focus`` to try some first.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from autolab.agents.base import LabDigest
+from autolab_core.errors import PatchError
+from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
+
+COMPUTE_KNOBS = re.compile(
+    r"^(N_)?(STEPS|NUM_STEPS|MAX_STEPS|TRAIN_STEPS|ITERS|MAX_ITERS|NUM_ITERS|EPOCHS|NUM_EPOCHS|"
+    r"TIME_BUDGET|MAX_TIME|TRAIN_TIME|TOTAL_BATCH_SIZE|EVAL_.*|SEED|.*_SEED)$"
+)
+_CHOICES = re.compile(r"choices?\s*[:=]\s*(.+)$", re.IGNORECASE)
+_QUOTED = re.compile(r"""["']([^"']+)["']""")
+
+Scalar = int | float | bool | str
+
+
+@attrs.frozen
+class Knob:
+    """A top-level constant: where its literal sits, and the values it may take."""
+
+    name: str
+    value: Any
+    file: str
+    line: int  # 1-based
+    col: int
+    end_line: int
+    end_col: int
+    choices: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return type(self.value).__name__
+
+
+def _literal(node: ast.AST) -> Any:
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, tuple) and all(isinstance(v, bool | int | float | str) for v in value):
+        return value
+    return None
+
+
+def parse_knobs(source: str, file: str = "train.py") -> list[Knob]:
+    """The file's top-level UPPER_CASE constants with literal values, in file order."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise PatchError(f"{file} does not parse: {exc}") from None
+    lines = source.splitlines()
+    knobs = []
+    for node in tree.body:
+        target: ast.expr | None = None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        if not isinstance(target, ast.Name) or not target.id.isupper():
+            continue
+        value_node = node.value
+        assert value_node is not None
+        value = _literal(value_node)
+        if value is None:
+            continue
+        comment = lines[node.lineno - 1].split("#", 1)[1] if "#" in lines[node.lineno - 1] else ""
+        choices: tuple[str, ...] = ()
+        if isinstance(value, str):
+            match = _CHOICES.search(comment)
+            found = (
+                [c.strip().strip("'\"") for c in re.split(r"[,|/]", match.group(1))]
+                if match else _QUOTED.findall(comment)
+            )
+            choices = tuple(dict.fromkeys(c for c in found if c))
+        knobs.append(Knob(
+            name=target.id, value=value, file=file, line=value_node.lineno,
+            col=value_node.col_offset, end_line=value_node.end_lineno or value_node.lineno,
+            end_col=value_node.end_col_offset or 0, choices=choices,
+        ))
+    return knobs
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+        return text if any(c in text for c in ".en") else text + ".0"
+    return repr(value)
+
+
+def set_knob(source: str, knob: Knob, value: Any) -> str:
+    """``source`` with ``knob``'s literal replaced by ``value`` (one line changes)."""
+    lines = source.splitlines(keepends=True)
+    if knob.line != knob.end_line:
+        raise PatchError(f"{knob.name} spans several lines; the knob explorer edits one line")
+    line = lines[knob.line - 1]
+    encoded = line.encode()
+    new = encoded[: knob.col].decode() + format_value(value) + encoded[knob.end_col :].decode()
+    lines[knob.line - 1] = new
+    return "".join(lines)
+
+
+def moves(knob: Knob, narrow: int = 0) -> list[tuple[Any, str]]:
+    """Candidate values for one knob, each with a short description of the move."""
+    v = knob.value
+    out: list[tuple[Any, str]] = []
+    if isinstance(v, bool):
+        out.append((not v, "flip"))
+    elif isinstance(v, float):
+        if v == 0.0:
+            out.append((0.1, "0 -> 0.1"))
+        else:
+            factor = 2.0 ** (1.0 / (2**narrow))
+            up, down = _round(v * factor), _round(v / factor)
+            out += [(up, f"x{factor:.3g}"), (down, f"/{factor:.3g}")]
+    elif isinstance(v, int):
+        if narrow:
+            return []
+        if abs(v) <= 4:
+            out += [(v + 1, "+1"), (v - 1, "-1")] if v > 1 else [(v + 1, "+1")]
+        else:
+            out += [(v * 2, "x2"), (v // 2, "/2")]
+    elif isinstance(v, str):
+        out += [(c, f"-> {c}") for c in knob.choices if c != v]
+    return [(value, label) for value, label in out if value != v]
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def _changes_key(changes: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, format_value(v)) for k, v in changes.items()))
+
+
+@attrs.define
+class KnobExplorer:
+    """Proposes single-knob changes; implements both ``Proposer`` and ``PatchWriter``."""
+
+    editable: Sequence[str]
+    exclude: Iterable[str] = ()
+    focus: Sequence[str] = ()
+    seed: int = 0
+    _rng: random.Random = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def knobs(self, files: Mapping[str, str]) -> list[Knob]:
+        excluded = set(self.exclude)
+        out = []
+        for path in self.editable:
+            if path in files and path.endswith(".py"):
+                for knob in parse_knobs(files[path], path):
+                    if knob.name in excluded or COMPUTE_KNOBS.match(knob.name):
+                        continue
+                    out.append(knob)
+        return out
+
+    def propose(self, digest: LabDigest, n: int) -> list[Hypothesis]:
+        knobs = self.knobs(digest.files)
+        tried = _tried_on_current_code(digest)
+        won = _won_moves(digest.experiments)
+        lost_both = _lost_counts(digest, knobs)
+        ranked: list[tuple[float, Hypothesis]] = []
+        for order, knob in enumerate(knobs):
+            narrow = lost_both.get(knob.name, 0)
+            for value, label in moves(knob, narrow=min(narrow, 2)):
+                changes = {knob.name: value}
+                if _changes_key(changes) in tried:
+                    continue
+                score = float(order)
+                direction = _direction(knob.value, value)
+                if knob.name in self.focus:
+                    score -= 1000 - self.focus.index(knob.name)
+                if won.get(knob.name) == direction:
+                    score -= 500  # keep going in a direction that improved
+                if isinstance(knob.value, int) and not isinstance(knob.value, bool):
+                    score += 100  # architecture knobs change compute: try them last
+                score += 10 * narrow + self._rng.random() * 0.1
+                ranked.append((score, Hypothesis(
+                    id=f"knob-{knob.name}-{format_value(value)}",
+                    title=f"{knob.name} {label}: {format_value(knob.value)} -> {format_value(value)}",
+                    rationale=f"single-knob move of {knob.name} in {knob.file}",
+                    source="knob",
+                    changes=changes,
+                )))
+        ranked.sort(key=lambda item: item[0])
+        return [h for _, h in ranked[:n]]
+
+    def write_patch(self, hypothesis: Hypothesis, files: Mapping[str, str]) -> dict[str, str]:
+        if not hypothesis.changes:
+            raise PatchError(f"hypothesis {hypothesis.title!r} names no knob to change")
+        out: dict[str, str] = {}
+        for name, value in hypothesis.changes.items():
+            knob = next((k for k in self.knobs_all(files) if k.name == name), None)
+            if knob is None:
+                raise PatchError(f"no top-level constant {name} in {', '.join(self.editable)}")
+            source = out.get(knob.file, files[knob.file])
+            out[knob.file] = set_knob(source, knob, value)
+        return out
+
+    def knobs_all(self, files: Mapping[str, str]) -> list[Knob]:
+        return [k for p in self.editable if p in files and p.endswith(".py")
+                for k in parse_knobs(files[p], p)]
+
+
+@attrs.define
+class RandomSearch(KnobExplorer):
+    """Random single-knob changes over the same knobs (the baseline the explorer must beat)."""
+
+    def propose(self, digest: LabDigest, n: int) -> list[Hypothesis]:
+        knobs = self.knobs(digest.files)
+        tried = _tried_on_current_code(digest)
+        out: list[Hypothesis] = []
+        for _ in range(50 * max(n, 1)):
+            if len(out) >= n or not knobs:
+                break
+            knob = self._rng.choice(knobs)
+            value = _random_value(knob, self._rng)
+            if value is None or value == knob.value:
+                continue
+            changes = {knob.name: value}
+            if _changes_key(changes) in tried:
+                continue
+            tried.add(_changes_key(changes))
+            out.append(Hypothesis(
+                id=f"random-{knob.name}-{format_value(value)}",
+                title=f"{knob.name}: {format_value(knob.value)} -> {format_value(value)} (random)",
+                source="random", changes=changes,
+            ))
+        return out
+
+
+def _random_value(knob: Knob, rng: random.Random) -> Any:
+    v = knob.value
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, float):
+        return _round((v or 0.1) * math.exp(rng.uniform(math.log(0.25), math.log(4))))
+    if isinstance(v, int):
+        return max(1, round(v * math.exp(rng.uniform(math.log(0.5), math.log(2)))))
+    if isinstance(v, str) and knob.choices:
+        return rng.choice(knob.choices)
+    return None
+
+
+def _direction(old: Any, new: Any) -> str:
+    if isinstance(old, int | float) and isinstance(new, int | float) and not isinstance(old, bool):
+        return "up" if new > old else "down"
+    return "other"
+
+
+def _tried_on_current_code(digest: LabDigest) -> set[tuple[tuple[str, str], ...]]:
+    """Knob changes already queued, running or tried on the code main has now."""
+    current = digest.code_hash
+    tried = set()
+    for exp in digest.experiments:
+        if not exp.hypothesis.changes or exp.role != "candidate":
+            continue
+        if exp.status is ExperimentStatus.REJECTED and exp.base_code != current:
+            continue
+        if exp.base_code == current or not exp.done:
+            tried.add(_changes_key(exp.hypothesis.changes))
+    return tried
+
+
+def _won_moves(experiments: Sequence[Experiment]) -> dict[str, str]:
+    """knob -> direction of its most recent promoted move."""
+    won: dict[str, str] = {}
+    for exp in experiments:
+        if exp.verdict == "promoted" and len(exp.hypothesis.changes) == 1:
+            (name, value), = exp.hypothesis.changes.items()
+            match = re.search(r": (\S+) -> (\S+)", exp.hypothesis.title)
+            if match:
+                try:
+                    before = float(match.group(1))
+                    won[name] = "up" if float(value) > before else "down"
+                except (TypeError, ValueError):
+                    won[name] = "other"
+    return won
+
+
+def _lost_counts(digest: LabDigest, knobs: Sequence[Knob]) -> dict[str, int]:
+    """For each knob, how many rounds of moves all lost on the current code (for narrowing)."""
+    current = digest.code_hash
+    result: dict[str, int] = {}
+    for knob in knobs:
+        level = 0
+        while level < 3:
+            wanted = {_changes_key({knob.name: v}) for v, _ in moves(knob, narrow=level)}
+            if not wanted:
+                break
+            done = {
+                _changes_key(e.hypothesis.changes) for e in digest.experiments
+                if e.base_code == current and e.role == "candidate" and e.done
+                and e.verdict in ("not better", "failed", "worse")
+            }
+            if wanted <= done:
+                level += 1
+            else:
+                break
+        if level:
+            result[knob.name] = level
+    return result

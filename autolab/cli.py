@@ -1,0 +1,243 @@
+"""The ``autolab`` command line. Imports stay inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+LAB_OPTION = click.option(
+    "--lab", "lab_dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+    show_default=True, help="The lab repository.",
+)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"autolab: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="autolab")
+def main() -> None:
+    """autolab: run ML research experiments autonomously on the compute you already have.
+
+    \b
+    Quick start (no GPU, no network, about 10 minutes on 2 cores):
+      autolab demo
+    Your own lab:
+      autolab init path/to/repo   # then edit autolab.toml
+      autolab run --lab path/to/repo --workers 2 --time 8h
+    """
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path) -> None:
+    """Turn DIRECTORY (a folder or git repo) into a lab and commit autolab.toml."""
+    from autolab_core.errors import AutolabError
+    from autolab_core.lab import Lab
+
+    try:
+        lab = Lab.init(directory)
+    except AutolabError as exc:
+        _fail(str(exc))
+    click.echo(f"lab ready at {lab.root} (main {lab.main_commit()[:12]}); edit autolab.toml, "
+               f"then: autolab run --lab {directory}")
+
+
+@main.command()
+def plugins() -> None:
+    """List installed plugins: name, kind, distribution, version, and whether they can run."""
+    from rich.table import Table
+
+    from autolab_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    table = Table("name", "kind", "distribution", "version", "available")
+    for info in pm.all():
+        reason = info.available()
+        table.add_row(info.name, info.kind.replace("_", " "), info.distribution, info.version,
+                      "yes" if reason is None else f"no: {reason}")
+    console = _console()
+    console.print(table)
+    for failure in pm.failures:
+        console.print(f"[yellow]warning:[/] {failure}")
+
+
+def _run_options(workers: int, max_experiments: int | None, time_limit: str | None,
+                 on_stop: str) -> Any:
+    from autolab.orchestrator import RunOptions
+    from autolab_core.config import parse_duration
+
+    return RunOptions(
+        workers=workers, max_experiments=max_experiments, on_stop=on_stop,
+        time_s=None if time_limit is None else parse_duration(time_limit, "--time"),
+    )
+
+
+def _run_lab(lab_dir: Path, options: Any, strategy: str | None) -> list[Any]:
+    from autolab.session import build_orchestrator
+    from autolab.summary import print_summary
+    from autolab_core.lab import Lab
+
+    console = _console()
+    lab = Lab(lab_dir)
+    orch = build_orchestrator(lab, options, say=console.print, strategy=strategy)
+    console.print(f"[bold]autolab run[/] {lab.root}: backend {orch.backend.name}, "
+                  f"{orch.capacity} slot(s), metric {lab.config.metric.name} "
+                  f"({lab.config.metric.direction})")
+    experiments = orch.run()
+    print_summary(lab, experiments, console)
+    return experiments
+
+
+RUN_OPTIONS = [
+    click.option("--workers", "-w", type=click.IntRange(1), default=1, show_default=True,
+                 help="Parallel jobs (local slots)."),
+    click.option("--max-experiments", "-n", type=click.IntRange(1), default=None,
+                 help="Stop after starting this many candidate experiments."),
+    click.option("--time", "time_limit", default=None,
+                 help="Stop submitting after this long, e.g. 30m or 8h."),
+    click.option("--on-stop", type=click.Choice(["finish", "cancel", "detach"]),
+                 default="finish", show_default=True,
+                 help="What happens to running jobs when the run stops."),
+    click.option("--strategy", type=click.Choice(["auto", "knob", "llm", "random"]),
+                 default=None, help="Override [search] strategy."),
+]
+
+
+def _with_run_options(f: Any) -> Any:
+    for option in reversed(RUN_OPTIONS):
+        f = option(f)
+    return f
+
+
+@main.command()
+@LAB_OPTION
+@_with_run_options
+def run(lab_dir: Path, workers: int, max_experiments: int | None, time_limit: str | None,
+        on_stop: str, strategy: str | None) -> None:
+    """Run the lab: calibrate noise, propose, run and judge experiments, promote wins."""
+    from autolab_core.errors import AutolabError
+
+    try:
+        _run_lab(lab_dir, _run_options(workers, max_experiments, time_limit, on_stop), strategy)
+    except AutolabError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path),
+                default=Path("autolab-demo"))
+@_with_run_options
+def demo(directory: Path, workers: int, max_experiments: int | None, time_limit: str | None,
+         on_stop: str, strategy: str | None) -> None:
+    """Create the reference CPU lab in DIRECTORY and run a bounded session on it.
+
+    The lab trains a tiny byte-level GPT on Shakespeare and scores it in validation
+    bits per byte. Its init std is GPT-2's 0.02, which leaves a known win to find.
+    """
+    from autolab.training import create_reference_lab
+    from autolab_core.errors import AutolabError
+    from autolab_core.lab import Lab
+
+    if directory.exists() and any(directory.iterdir()) and not (directory / ".git").exists():
+        _fail(f"{directory} exists and is not a lab; choose another directory")
+    if not (directory / ".git").exists():
+        create_reference_lab(directory)
+        Lab.init(directory)
+    workers = workers if workers > 1 else 2
+    max_experiments = max_experiments or 8
+    time_limit = time_limit or "12m"
+    try:
+        _run_lab(directory, _run_options(workers, max_experiments, time_limit, on_stop), strategy)
+    except AutolabError as exc:
+        _fail(str(exc))
+    click.echo(f"\nThe lab is in {directory}: `git -C {directory} log main` shows the promotions, "
+               f"`git -C {directory} branch` the experiments, {directory}/lab-records/scores.tsv "
+               f"every result.")
+
+
+@main.command(name="try")
+@LAB_OPTION
+@click.argument("changes", nargs=-1, required=True)
+@click.option("--title", default=None, help="What the idea is, in words.")
+def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None) -> None:
+    """Queue your own idea, e.g. `autolab try LR=0.003`; the next run picks it up."""
+    import ast
+    import json
+    import uuid
+
+    from autolab_core.lab import Lab
+    from autolab_core.models import Hypothesis, to_dict
+
+    parsed: dict[str, Any] = {}
+    for item in changes:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            _fail(f"{item!r}: write KNOB=VALUE, e.g. LR=0.003")
+        try:
+            parsed[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed[name] = value
+    lab = Lab(lab_dir)
+    h = Hypothesis(id=f"user-{uuid.uuid4().hex[:8]}", source="user", changes=parsed,
+                   title=title or ", ".join(f"{k} -> {v!r}" for k, v in parsed.items()))
+    with open(lab.state_dir / "inbox.jsonl", "a") as fh:
+        fh.write(json.dumps(to_dict(h)) + "\n")
+    click.echo(f"queued: {h.title}")
+
+
+@main.command()
+@LAB_OPTION
+def status(lab_dir: Path) -> None:
+    """Running jobs, the queue, the best result, budgets and anomalies."""
+    from autolab.summary import print_status
+    from autolab_core.lab import Lab
+
+    print_status(Lab(lab_dir), _console())
+
+
+@main.command()
+@LAB_OPTION
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write report.md, report.html and PNG charts "
+                   "(default: <lab>/.autolab/report).")
+def report(lab_dir: Path, out: Path | None) -> None:
+    """Write the Markdown and HTML report with leaderboard, curves and Gantt chart."""
+    from autolab.summary import write_report
+    from autolab_core.lab import Lab
+
+    lab = Lab(lab_dir)
+    paths = write_report(lab, out or lab.state_dir / "report")
+    for path in paths:
+        click.echo(str(path))
+
+
+@main.group()
+def skills() -> None:
+    """The prompts of the LLM roles (SKILL.md files)."""
+
+
+def _add_skills_check() -> None:
+    try:
+        from autolab.agents.skills import skills_check
+    except ImportError:  # pragma: no cover - the module ships with autolab
+        return
+    skills.add_command(skills_check, name="check")
+
+
+_add_skills_check()
+
+
+if __name__ == "__main__":
+    main()

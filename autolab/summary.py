@@ -1,0 +1,49 @@
+"""What the terminal shows at the end of a run, and the glue behind `status` and `report`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autolab_core.lab import Lab
+from autolab_core.models import Experiment, ExperimentStatus
+
+
+def print_summary(lab: Lab, experiments: Sequence[Experiment], console: Any) -> None:
+    """A table of every candidate with its verdict, then the promotions."""
+    from rich.table import Table
+
+    metric = lab.config.metric.name
+    table = Table(title=f"autolab: {len(experiments)} runs in {lab.root.name}")
+    for col in ("id", "role", "idea", metric, "effect", "verdict"):
+        table.add_column(col)
+    for exp in experiments:
+        if exp.role == "confirm":
+            continue
+        value = "" if exp.result is None else f"{exp.result.value:.4f}"
+        effect = "" if exp.effect is None else f"{exp.effect:+.4f} ± {exp.effect_err or 0:.3f}"
+        verdict = exp.verdict or exp.status.value
+        style = "green" if exp.verdict == "promoted" else None
+        table.add_row(exp.id, exp.role, exp.hypothesis.title[:60], value, effect, verdict,
+                      style=style)
+    console.print(table)
+    promoted = [e for e in experiments if e.verdict == "promoted"]
+    failed = [e for e in experiments if e.status is ExperimentStatus.FAILED]
+    rejected = [e for e in experiments if e.status is ExperimentStatus.REJECTED]
+    console.print(f"{len(promoted)} promoted, {len(failed)} failed, {len(rejected)} rejected. "
+                  f"main is {lab.main_commit()[:12]}.")
+    for exp in promoted:
+        console.print(f"  [green]promoted[/] {exp.id} {exp.hypothesis.title}: {exp.reason}")
+
+
+def print_status(lab: Lab, console: Any) -> None:
+    from autolab.reporting.status import status_renderable
+
+    console.print(status_renderable(lab))
+
+
+def write_report(lab: Lab, out: Path) -> list[Path]:
+    from autolab.reporting.report import write_lab_report
+
+    return write_lab_report(lab, out)

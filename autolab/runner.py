@@ -128,6 +128,9 @@ def run(spec: dict[str, Any], nonce: str, cwd: Path) -> int:
         _say("ERROR", {"reason": f"training exited with code {code}", "exit_code": code})
         return code if code > 0 else 128 - code
 
+    if protected and hash_paths(cwd, protected) != spec.get("eval_hash"):
+        _say("ERROR", {"reason": "the training run modified the protected evaluation files"})
+        return EXIT_PROTECTED
     metric = spec["metric"]
     extra: dict[str, float] = {}
     if spec.get("eval"):

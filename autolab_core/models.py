@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import attr
 import attrs
 
 
@@ -333,4 +334,7 @@ def to_dict(record: Any) -> dict[str, Any]:
             return value.value
         return value
 
-    return attrs.asdict(record, value_serializer=convert, retain_collection_types=False)
+    result: dict[str, Any] = attr.asdict(
+        record, value_serializer=convert, retain_collection_types=False
+    )
+    return result

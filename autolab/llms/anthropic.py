@@ -1,0 +1,144 @@
+"""``anthropic``: the Messages API over httpx.
+
+The system prompt goes in the top-level ``system`` field. Structured output (``structured =
+"tool"``, the default) forces a tool whose ``input_schema`` is the schema, so the answer
+arrives as the tool call's input; servers that ignore tools (some local Anthropic-compatible
+servers) still get the schema in the system prompt, and JSON in the text is accepted as a
+fallback. ``structured = "prompt"`` uses the prompt alone. Answers are always validated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from autolab.llms.base import SCHEMA_NAME, ChatLLM, CommonOptions, RawAnswer, system_with_schema
+from autolab.llms.http import post_json
+from autolab_core.errors import LLMError
+from autolab_core.interfaces import Message, PluginContext
+
+
+@attrs.frozen
+class AnthropicOptions(CommonOptions):
+    base_url: str = "https://api.anthropic.com"
+    api_key_env: str | None = "ANTHROPIC_API_KEY"
+    anthropic_version: str = "2023-06-01"
+    headers: dict[str, str] = attrs.field(factory=dict)
+    structured: str = attrs.field(default="tool", metadata={"choices": ["tool", "prompt"]})
+
+
+class AnthropicLLM(ChatLLM):
+    """Claude through the Messages API (``x-api-key`` and ``anthropic-version`` headers)."""
+
+    name = "anthropic"
+    description = "Anthropic Messages API (Claude), structured output through a forced tool"
+    options_class = AnthropicOptions
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
+        super().__init__(options, context)
+        self.key_env: str | None = self.opts.api_key_env
+        self.url = self.opts.base_url.rstrip("/") + "/v1/messages"
+        self._client: Any = None
+
+    def check(self) -> str | None:
+        if self.key_env and not os.environ.get(self.key_env):
+            return f"${self.key_env} is not set: export your Anthropic API key in it"
+        return None
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json",
+            "anthropic-version": self.opts.anthropic_version,
+            **self.opts.headers,
+        }
+        if self.key_env:
+            key = os.environ.get(self.key_env)
+            if not key:
+                raise LLMError(
+                    f"{self.name} model {self.model!r}: ${self.key_env} is not set; export your "
+                    "Anthropic API key in it (api_key_env names the variable)"
+                )
+            headers["x-api-key"] = key
+        return headers
+
+    def body(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None,
+        max_tokens: int,
+        temperature: float | None,
+    ) -> dict[str, Any]:
+        msgs = system_with_schema(messages, schema)
+        system = "\n\n".join(m.content for m in msgs if m.role == "system")
+        turns: list[dict[str, Any]] = []
+        for m in msgs:
+            if m.role == "system":
+                continue
+            if turns and turns[-1]["role"] == m.role:  # the API wants alternating turns
+                turns[-1]["content"] += "\n\n" + m.content
+            else:
+                turns.append({"role": m.role, "content": m.content})
+        body: dict[str, Any] = {"model": self.model, "messages": turns, "max_tokens": max_tokens}
+        if system:
+            body["system"] = system
+        if temperature is not None:
+            body["temperature"] = temperature
+        if schema is not None and self.opts.structured == "tool":
+            body["tools"] = [
+                {
+                    "name": SCHEMA_NAME,
+                    "description": "Give your answer as this tool's input.",
+                    "input_schema": dict(schema),
+                }
+            ]
+            body["tool_choice"] = {"type": "tool", "name": SCHEMA_NAME}
+        return body
+
+    def _call(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None,
+        max_tokens: int,
+        temperature: float | None,
+    ) -> RawAnswer:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client()
+        data = post_json(
+            self._client,
+            self.url,
+            self.body(messages, schema, max_tokens, temperature),
+            self.headers(),
+            self.opts.timeout_s,
+        )
+        return self.parse(data)
+
+    def parse(self, data: Mapping[str, Any]) -> RawAnswer:
+        blocks = data.get("content")
+        if not isinstance(blocks, list):
+            raise self.error(f"answer has no content blocks: {str(data)[:300]}")
+        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        tool_input = next(
+            (b.get("input") for b in blocks if b.get("type") == "tool_use"), None
+        )
+        usage = data.get("usage") or {}
+        input_tokens = sum(
+            int(usage.get(k) or 0)
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        return RawAnswer(
+            text=text,
+            data=tool_input,
+            usage=self.usage_from(input_tokens, usage.get("output_tokens")),
+            model=str(data.get("model") or self.model),
+            raw=dict(data),
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,139 @@
+"""``openai-compatible``: any server speaking OpenAI's ``/chat/completions``.
+
+One client for vLLM, llama.cpp's server, Ollama, TGI, OpenAI, OpenRouter and the HF router.
+Structured output goes as ``response_format = {"type": "json_schema", ...}`` (``structured =
+"json_schema"``), as ``{"type": "json_object"}`` for servers without schema support, or only
+in the prompt (``"prompt"``); the answer is validated in every case.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from autolab.llms.base import SCHEMA_NAME, ChatLLM, CommonOptions, RawAnswer, system_with_schema
+from autolab.llms.http import post_json
+from autolab_core.errors import LLMError
+from autolab_core.interfaces import Message, PluginContext
+
+
+@attrs.frozen
+class OpenAIOptions(CommonOptions):
+    base_url: str = ""
+    api_key_env: str | None = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+    structured: str = attrs.field(
+        default="json_schema", metadata={"choices": ["json_schema", "json_object", "prompt"]}
+    )
+    strict: bool = True
+    schema_in_prompt: bool = True
+
+
+class OpenAICompatibleLLM(ChatLLM):
+    """Chat completions over HTTP; the key is read from the env var named by ``api_key_env``."""
+
+    name = "openai-compatible"
+    description = "Any OpenAI-compatible /chat/completions server (vLLM, llama.cpp, OpenAI, ...)"
+    options_class = OpenAIOptions
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
+        super().__init__(options, context)
+        if not self.opts.base_url:
+            from autolab_core.errors import ConfigError
+
+            raise ConfigError(
+                "[llm.openai-compatible] base_url is required, e.g. "
+                "base_url = \"http://127.0.0.1:8000/v1\" or \"https://api.openai.com/v1\""
+            )
+        self.key_env: str | None = self.opts.api_key_env
+        self.url = self.opts.base_url.rstrip("/") + "/chat/completions"
+        self._client: Any = None
+
+    def check(self) -> str | None:
+        if self.key_env and not os.environ.get(self.key_env):
+            return f"${self.key_env} is not set: export it with the API key for {self.opts.base_url}"
+        return None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", **self.opts.headers}
+        if self.key_env:
+            key = os.environ.get(self.key_env)
+            if not key:
+                raise LLMError(
+                    f"{self.name} model {self.model!r}: ${self.key_env} is not set; export the "
+                    f"API key for {self.opts.base_url} in it (api_key_env names the variable)"
+                )
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    def body(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None,
+        max_tokens: int,
+        temperature: float | None,
+    ) -> dict[str, Any]:
+        mode = self.opts.structured
+        if schema is not None and (self.opts.schema_in_prompt or mode != "json_schema"):
+            messages = system_with_schema(messages, schema)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": max_tokens,
+        }
+        if temperature is not None:
+            body["temperature"] = temperature
+        if schema is not None and mode == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": SCHEMA_NAME, "schema": dict(schema), "strict": self.opts.strict},
+            }
+        elif schema is not None and mode == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    def _call(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None,
+        max_tokens: int,
+        temperature: float | None,
+    ) -> RawAnswer:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client()
+        data = post_json(
+            self._client,
+            self.url,
+            self.body(messages, schema, max_tokens, temperature),
+            self.headers(),
+            self.opts.timeout_s,
+        )
+        return self.parse(data)
+
+    def parse(self, data: Mapping[str, Any]) -> RawAnswer:
+        try:
+            message = data["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError):
+            raise self.error(f"answer has no choices[0].message: {str(data)[:300]}") from None
+        text = message.get("content") or ""
+        if isinstance(text, list):  # content parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        usage = data.get("usage") or {}
+        return RawAnswer(
+            text=text,
+            usage=self.usage_from(
+                usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("cost")
+            ),
+            model=str(data.get("model") or self.model),
+            raw=dict(data),
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

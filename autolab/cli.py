@@ -57,11 +57,16 @@ def init(directory: Path) -> None:
 @main.command()
 def plugins() -> None:
     """List installed plugins: name, kind, distribution, version, and whether they can run."""
+    import warnings
+
     from rich.table import Table
 
-    from autolab_core.plugins import get_plugin_manager
+    from autolab_core.plugins import PluginWarning, get_plugin_manager
 
-    pm = get_plugin_manager()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # listed below the table instead
+        pm = get_plugin_manager()
+        pm.registry  # noqa: B018 - collect registrations inside the filter
     table = Table("name", "kind", "distribution", "version", "available")
     for info in pm.all():
         reason = info.available()

@@ -219,6 +219,14 @@ class Orchestrator:
         have_runs = len(gate.main_runs(exps, code))
         promoted_here = have_runs - len([e for e in have if e.status is ExperimentStatus.FINISHED])
         missing = self.config.promotion.noise_runs - len(have) - promoted_here
+        broken = [e for e in exps if e.role == "baseline" and e.base_code == code
+                  and e.status is ExperimentStatus.FAILED]
+        if missing > 0 and len(broken) >= self.config.promotion.noise_runs:
+            raise LabError(
+                f"main itself fails to run: {len(broken)} baseline runs failed, the last with: "
+                f"{broken[-1].reason}. Fix the lab (try `python -m autolab.runner` settings by "
+                f"running `{' '.join(self.config.run.argv())}` in {self.lab.root}), then run again"
+            )
         used = {e.seed for e in have}
         seed = 0
         for _ in range(max(0, missing)):

@@ -172,7 +172,8 @@ class Lab:
         # A fresh `git cat-file` per call: GitPython's persistent one is not thread-safe.
         try:
             data = self.repo.git.execute(
-                ["git", "cat-file", "blob", f"{commit}:{path}"], stdout_as_string=False
+                ["git", "cat-file", "blob", f"{commit}:{path}"], stdout_as_string=False,
+                strip_newline_in_stdout=False,
             )
         except git.GitCommandError:
             return None

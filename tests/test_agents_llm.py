@@ -267,6 +267,10 @@ def test_apply_edits_rules():
     with pytest.raises(PatchError, match="no edits"):
         apply_edits(FILES, [], ["train.py"])
     assert changed_lines("a\nb\n", "a\nc\n") == 2
+    same = edit("LR = 0.01", "LR = 0.1")
+    assert "LR = 0.1" in apply_edits(FILES, [same, same], ["train.py"])["train.py"]  # deduped
+    with pytest.raises(PatchError, match="an earlier edit already changed it"):
+        apply_edits(FILES, [same, edit("LR = 0.01", "LR = 0.2")], ["train.py"])
     two = apply_edits(FILES, [edit("LR = 0.01", "LR = 0.1"), edit("STEPS = 100", "STEPS = 9")],
                       ["train.py"])
     assert "LR = 0.1" in two["train.py"] and "STEPS = 9" in two["train.py"]
@@ -310,3 +314,56 @@ def test_skills_load_override_and_check(tmp_path):
     (bad / "SKILL.md").write_text("no front matter\n")
     result = runner.invoke(skills_check, [str(bad / "SKILL.md")])
     assert result.exit_code == 1 and "no front matter" in result.output
+
+
+# -- the roles in the lead's orchestrator ----------------------------------------------------
+def test_roles_plug_into_the_orchestrator(server, tmp_path):
+    """autolab.toml -> session.make_roles -> LLM roles; one LLM idea runs on the toy lab, and
+    its conversation (proposal and edit in one file) is committed with the records."""
+    import subprocess
+
+    from autolab.orchestrator import RunOptions
+    from autolab.session import build_orchestrator, make_roles
+    from autolab_core.lab import RECORDS
+    from autolab_core.plugins import PluginManager
+    from tests.toylab import make_toy_lab
+
+    extra = f"""
+[llm]
+name = "openai-compatible"
+[llm.openai-compatible]
+base_url = "{server.url}/v1"
+model = "scripted"
+backoff_s = 0
+prices = {{ input = 0.5, output = 1.0 }}
+[llm.worker]
+max_attempts = 2
+[budget]
+llm_usd = 1.0
+"""
+    lab = make_toy_lab(tmp_path / "lab", extra_config=extra)
+    pm = PluginManager()
+    researcher, worker, fallback = make_roles(lab, pm, "llm")
+    assert isinstance(researcher, LLMResearcher) and isinstance(worker, LLMWorker)
+    assert worker.protected == ["prepare.py"] and worker.max_attempts == 2 and fallback
+    assert researcher.llm.limit_usd == 1.0
+    server.add(json.dumps({"hypotheses": [idea("Double the learning rate to 0.02")]}),
+               answer(edit("LR = 0.01  # learning rate", "LR = 0.02  # learning rate")),
+               *[json.dumps({"hypotheses": []})] * 3)
+    said: list[str] = []
+    orch = build_orchestrator(lab, RunOptions(max_experiments=1, poll_interval=0.1),
+                              say=said.append, pm=pm, strategy="llm")
+    orch.run()
+    (cand,) = [e for e in orch.experiments() if e.role == "candidate" and e.parent is None]
+    assert cand.hypothesis.source == "llm" and cand.commit, said
+    assert "+LR = 0.02" in cand.patch
+    cid = cand.hypothesis.conversation_id
+    text = subprocess.run(["git", "show", f"main:{RECORDS}/conversations/{cid}.json"],
+                          cwd=lab.root, capture_output=True, text=True, check=True).stdout
+    record = json.loads(text)
+    assert record["role"] == "researcher"
+    followup = record["followups"][f"worker:{cand.hypothesis.id}"]
+    assert followup["outcome"]["edits"][0]["replace"] == "LR = 0.02  # learning rate"
+    spend = json.loads((lab.state_dir / "llm_spend.json").read_text())
+    assert spend["calls"] >= 2 and spend["spent_usd"] > 0
+    assert any("promoted" in line and "Double the learning rate" in line for line in said), said

@@ -26,13 +26,29 @@ def new_conversation_id(role: str) -> str:
 
 
 class Conversation:
-    """The calls of one role for one task. With ``directory`` None it is kept in memory only."""
+    """The calls of one role for one task. With ``directory`` None it is kept in memory only.
+
+    With ``parent`` (an existing conversation's id, e.g. the Researcher's that proposed the
+    hypothesis) the record is stored inside that file under ``followups[key]`` and shares its
+    id, so the one file committed with an experiment holds both the idea and its edit.
+    """
 
     def __init__(
-        self, role: str, directory: Path | str | None = None, meta: Mapping[str, Any] | None = None
+        self,
+        role: str,
+        directory: Path | str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        parent: str | None = None,
+        key: str | None = None,
     ) -> None:
-        self.id = new_conversation_id(role)
         self.directory = Path(directory) if directory is not None else None
+        self.embedded_key: str | None = None
+        if parent and self.directory is not None and (self.directory / f"{parent}.json").exists():
+            self.id = parent
+            self.embedded_key = f"{role}:{key}" if key else role
+        else:
+            self.id = new_conversation_id(role)
         self.record: dict[str, Any] = {
             "id": self.id,
             "role": role,
@@ -96,9 +112,13 @@ class Conversation:
     def save(self) -> None:
         if self.path is None:
             return
+        record = self.record
+        if self.embedded_key is not None:
+            record = json.loads(self.path.read_text())
+            record.setdefault("followups", {})[self.embedded_key] = self.record
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.record, indent=1, default=str))
+        tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, self.path)
 
 

@@ -69,7 +69,7 @@ def apply_edits(
     max_edits: int = 8,
 ) -> dict[str, str]:
     """The new full contents of every file the edits change; PatchError when invalid."""
-    items = [Edit.coerce(e) for e in edits]
+    items = list(dict.fromkeys(Edit.coerce(e) for e in edits))  # a repeated edit counts once
     if not items:
         raise PatchError("no edits were given; give at least one search/replace edit")
     if len(items) > max_edits:
@@ -96,9 +96,10 @@ def apply_edits(
         text = current[edit.file]
         count = text.count(edit.search)
         if count == 0:
+            earlier = " (an earlier edit already changed it)" if edit.search in files[edit.file] else ""
             raise PatchError(
                 f"edit {n}: the search text (starting {_snippet(edit.search)}) is not in "
-                f"{edit.file}; copy it exactly from the file, including indentation"
+                f"{edit.file}{earlier}; copy it exactly from the file, including indentation"
             )
         if count > 1:
             raise PatchError(

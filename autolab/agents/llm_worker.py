@@ -21,7 +21,7 @@ import attrs
 from autolab.agents.conversations import Conversation
 from autolab.agents.edits import Edit, apply_edits, diff
 from autolab.agents.skills import Skill, load_skill
-from autolab_core.errors import LLMError, PatchError
+from autolab_core.errors import BudgetExceeded, LLMError, PatchError
 from autolab_core.interfaces import LLM, Message
 from autolab_core.models import Hypothesis
 
@@ -125,12 +125,14 @@ class LLMWorker:
         return "\n".join(lines)
 
     def write_edits(self, hypothesis: Hypothesis, files: Mapping[str, str]) -> WorkerResult:
-        """A validated edit, or PatchError with the last reason. BudgetExceeded propagates."""
+        """A validated edit, or PatchError with the reason (LLM failures and a spent LLM budget
+        included, so the orchestrator records a rejection instead of retrying forever)."""
         files = {p: t for p, t in files.items() if p in self.editable and p not in self.protected}
         if not files:
             raise PatchError(f"none of the editable files {self.editable} exist at the base commit")
-        conv = Conversation("worker", self.conversations_dir, {"hypothesis": hypothesis.id,
-                                                                "title": hypothesis.title})
+        conv = Conversation("worker", self.conversations_dir,
+                            {"hypothesis": hypothesis.id, "title": hypothesis.title},
+                            parent=hypothesis.conversation_id, key=hypothesis.id)
         self.last_conversation = conv
         if hypothesis.edits:  # the idea came with its edits (a user's `autolab try`)
             new = self._validate(files, hypothesis.edits)
@@ -144,6 +146,9 @@ class LLMWorker:
             except LLMError as exc:
                 conv.finish({"rejected": f"the LLM failed: {exc}"})
                 raise PatchError(f"the LLM failed to write an edit: {exc}") from None
+            except BudgetExceeded as exc:  # reject this one; the Researcher then stops the LLM
+                conv.finish({"rejected": str(exc)})
+                raise PatchError(str(exc)) from None
             edits = answer.data["edits"]
             try:
                 new = self._validate(files, edits)

@@ -136,6 +136,7 @@ class AnthropicLLM(ChatLLM):
             usage=self.usage_from(input_tokens, usage.get("output_tokens")),
             model=str(data.get("model") or self.model),
             raw=dict(data),
+            truncated=data.get("stop_reason") == "max_tokens",
         )
 
     def close(self) -> None:

@@ -114,6 +114,7 @@ class RawAnswer:
     usage: Usage = attrs.field(factory=Usage)
     model: str = ""
     raw: Mapping[str, Any] = attrs.field(factory=dict)
+    truncated: bool = False  # the server stopped at max_tokens
 
 
 SCHEMA_NAME = "answer"
@@ -221,6 +222,9 @@ class ChatLLM(LLM):
                 data = answer.data if answer.data is not None else extract_json(answer.text)
             except ValueError as exc:
                 problem = str(exc)
+                if answer.truncated:
+                    problem = (f"the answer was cut off at max_tokens={limit} before the JSON "
+                               "ended (raise max_tokens)")
             else:
                 errors = validate(data, schema)
                 if not errors:

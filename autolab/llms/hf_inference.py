@@ -110,6 +110,7 @@ class HFInferenceLLM(ChatLLM):
             ),
             model=str(getattr(output, "model", "") or self.model),
             raw={"id": getattr(output, "id", None)},
+            truncated=getattr(output.choices[0], "finish_reason", None) == "length",
         )
 
     def _request(self, kwargs: Mapping[str, Any]) -> Any:

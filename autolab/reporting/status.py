@@ -1,0 +1,155 @@
+"""``autolab status``: one rich renderable with what is running, queued, best, spent and odd.
+
+API::
+
+    status_renderable(experiments, *, metric, direction, latest=None, budget=None,
+                      anomalies=(), now=None, queue_rows=10, metric_columns=4) -> rich Group
+
+``latest`` is ``{experiment_id: {name: (step, value, wall_time)}}`` (see
+:func:`autolab.reporting.curves.latest_metrics`), or anything ``latest_metrics`` accepts (a
+pyarrow table, MetricPoints, a metric store); only running experiments are looked up.
+``budget`` is a :class:`BudgetUsage`. Print it with ``rich.console.Console().print(...)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from autolab.reporting.anomalies import Anomaly
+from autolab.reporting.curves import latest_metrics
+from autolab.reporting.summary import leaderboard
+from autolab_core.models import Direction, Experiment, ExperimentStatus
+
+
+@attrs.frozen
+class BudgetUsage:
+    """Spent and allowed, per budget of ``[budget]`` (None: no limit)."""
+
+    usd: float = 0.0
+    usd_limit: float | None = None
+    llm_usd: float = 0.0
+    llm_usd_limit: float | None = None
+    experiments: int = 0
+    experiments_limit: int | None = None
+    seconds: float = 0.0
+    seconds_limit: float | None = None
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(budget, used, limit, left) as display strings."""
+
+        def money(x: float) -> str:
+            return f"${x:,.2f}"
+
+        def hours(x: float) -> str:
+            return f"{x / 3600:.1f} h"
+
+        def row(name: str, used: float, limit: float | None, fmt: Any) -> tuple[str, ...]:
+            if limit is None:
+                return (name, fmt(used), "no limit", "-")
+            left = max(0.0, limit - used)
+            return (name, fmt(used), fmt(limit), f"{fmt(left)} ({left / limit:.0%})"
+                    if limit > 0 else fmt(left))
+
+        return [  # type: ignore[list-item]
+            row("money", self.usd, self.usd_limit, money),
+            row("LLM money", self.llm_usd, self.llm_usd_limit, money),
+            row("experiments", self.experiments, self.experiments_limit, lambda x: f"{x:.0f}"),
+            row("time", self.seconds, self.seconds_limit, hours),
+        ]
+
+
+def _elapsed(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def _value(x: float) -> str:
+    return f"{x:.4g}" if math.isfinite(x) else str(x)
+
+
+def status_renderable(
+    experiments: Sequence[Experiment],
+    *,
+    metric: str,
+    direction: Direction,
+    latest: Any = None,
+    budget: BudgetUsage | None = None,
+    anomalies: Sequence[Anomaly] = (),
+    now: float | None = None,
+    queue_rows: int = 10,
+    metric_columns: int = 4,
+) -> Any:
+    """The status screen as a ``rich.console.Group``."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time() if now is None else now
+    counts = Counter(e.status.value for e in experiments)
+    running = [e for e in experiments if e.status is ExperimentStatus.STARTED]
+    waiting = [e for e in experiments
+               if e.status in (ExperimentStatus.QUEUED, ExperimentStatus.SUBMITTED)]
+    parts: list[Any] = []
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no experiments yet"
+    parts.append(Text(f"{len(experiments)} experiments: {summary}", style="bold"))
+
+    entries = leaderboard(experiments, direction)
+    if entries:
+        b = entries[0]
+        effect = "" if b.effect is None else (
+            f", {b.effect:+.4g}" + ("" if b.uncertainty is None else f" ± {b.uncertainty:.2g}")
+            + " vs main")
+        parts.append(Text(f"best so far: {b.experiment_id} {b.title!r}: {metric} "
+                          f"{_value(b.value)}{effect} ({b.n_seeds} seed(s))", style="green"))
+    else:
+        parts.append(Text("best so far: no candidate has a result yet", style="dim"))
+
+    if latest is not None and not isinstance(latest, Mapping):
+        latest = latest_metrics(latest, [e.id for e in running]) if running else {}
+    latest = latest or {}
+    names = sorted({n for e in running for n in latest.get(e.id, {})})[:metric_columns]
+    table = Table(title=f"running ({len(running)})", title_justify="left", expand=False)
+    for col in ("experiment", "hypothesis", "slot", "elapsed", "step", *names):
+        table.add_column(col, no_wrap=col != "hypothesis")
+    for e in sorted(running, key=lambda e: e.at(ExperimentStatus.STARTED) or 0.0):
+        vals = latest.get(e.id, {})
+        step = max((v[0] for v in vals.values()), default=None)
+        started = e.at(ExperimentStatus.STARTED) or now
+        table.add_row(e.id, e.hypothesis.title[:40], e.slot or "-", _elapsed(now - started),
+                      "-" if step is None else str(step),
+                      *[_value(vals[n][1]) if n in vals else "-" for n in names])
+    parts.append(table)
+
+    queue = Table(title=f"queue ({len(waiting)})", title_justify="left")
+    for col in ("experiment", "hypothesis", "role", "status", "waiting"):
+        queue.add_column(col)
+    for e in sorted(waiting, key=lambda e: e.history[0].at if e.history else 0.0)[:queue_rows]:
+        since = e.history[0].at if e.history else now
+        queue.add_row(e.id, e.hypothesis.title[:50], e.role, e.status.value, _elapsed(now - since))
+    if len(waiting) > queue_rows:
+        queue.caption = f"... and {len(waiting) - queue_rows} more"
+    parts.append(queue)
+
+    if budget is not None:
+        btable = Table(title="budgets", title_justify="left")
+        for col in ("budget", "used", "limit", "left"):
+            btable.add_column(col)
+        for r in budget.rows():
+            btable.add_row(*r)
+        parts.append(btable)
+
+    if anomalies:
+        atable = Table(title=f"anomalies ({len(anomalies)})", title_justify="left")
+        for col in ("experiment", "flag", "reason"):
+            atable.add_column(col, style="red" if col == "flag" else None)
+        for a in list(anomalies)[-10:]:
+            atable.add_row(a.experiment_id, a.flag, a.reason)
+        parts.append(atable)
+    return Group(*parts)

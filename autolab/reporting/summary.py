@@ -1,0 +1,291 @@
+"""Numbers the status table, the report and the charts share, from plain Experiment lists.
+
+API::
+
+    base_stats(experiments, base_commit=None) -> BaseStats | None
+    leaderboard(experiments, direction) -> list[Entry]         # best effect first
+    promotions_from(experiments, direction) -> list[Promotion]  # flag "promoted[:<commit>]"
+    gantt_segments(experiments, now) -> list[Segment]
+    merge_segments(segments, resolution_s) -> list[Segment]     # for 10,000 experiments
+    utilisation(segments) -> (list[SlotUse], overall fraction)
+    pruned_savings(experiments) -> float                        # seconds saved by pruning
+
+Effect and uncertainty: a candidate's value is the mean over its seeds (itself plus its
+``confirm`` runs); the base is the mean of the baseline runs of the same ``base_commit`` (no
+effect is shown when none ran on it). ``effect = direction.improvement(value, base)`` (positive is
+better) and ``uncertainty`` is one standard error of that difference,
+``sqrt(sb^2/nb + sc^2/nc)``, where a single-seed candidate is assumed as noisy as the base.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from autolab_core.models import Direction, Experiment, ExperimentStatus
+
+_OUTCOME = {
+    ExperimentStatus.FINISHED: "finished",
+    ExperimentStatus.PRUNED: "pruned",
+    ExperimentStatus.FAILED: "failed",
+    ExperimentStatus.CANCELLED: "cancelled",
+    ExperimentStatus.REJECTED: "failed",
+}
+OUTCOMES = ("running", "finished", "pruned", "failed", "cancelled")
+
+
+def _stdev(values: Sequence[float]) -> float:
+    """Sample standard deviation (0 for fewer than two values); fast, floats only."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = math.fsum(values) / n
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+@attrs.frozen
+class BaseStats:
+    """Main's baseline results on one commit: their mean and sample standard deviation."""
+
+    values: tuple[float, ...]
+    commit: str | None = None
+    mean: float = attrs.field(init=False)
+    sigma: float = attrs.field(init=False)
+
+    @mean.default
+    def _mean(self) -> float:
+        return math.fsum(self.values) / len(self.values)
+
+    @sigma.default
+    def _sigma(self) -> float:
+        return _stdev(self.values)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+@attrs.frozen
+class Entry:
+    """One leaderboard line: a candidate with all its seeds."""
+
+    experiment_id: str
+    title: str
+    status: str
+    value: float
+    values: tuple[float, ...]
+    effect: float | None
+    uncertainty: float | None
+    base: float | None
+    flags: tuple[str, ...] = ()
+    trusted: bool = True
+    source: str = ""
+    cost_usd: float = 0.0
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.values)
+
+
+@attrs.frozen
+class Promotion:
+    experiment_id: str
+    at: float
+    title: str
+    value: float | None
+    commit: str | None = None
+
+
+@attrs.frozen
+class Segment:
+    """A bar of the Gantt chart: ``kind`` is "queued" (waiting on the backend) or "running"."""
+
+    experiment_id: str
+    slot: str
+    kind: str
+    start: float
+    end: float
+    outcome: str  # one of OUTCOMES
+    count: int = 1  # experiments merged into this bar
+
+
+@attrs.frozen
+class SlotUse:
+    slot: str
+    busy_s: float
+    span_s: float
+    runs: int
+
+    @property
+    def fraction(self) -> float:
+        return self.busy_s / self.span_s if self.span_s > 0 else 0.0
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def _result_value(e: Experiment) -> float | None:
+    return e.result.value if e.result is not None and _finite(e.result.value) else None
+
+
+def base_stats(experiments: Iterable[Experiment], base_commit: str | None = None
+               ) -> BaseStats | None:
+    """Results of main's baseline runs on ``base_commit`` (None if none ran there; every
+    baseline when ``base_commit`` is None)."""
+    runs = [(e.base_commit, v) for e in experiments
+            if e.role == "baseline" and (v := _result_value(e)) is not None]
+    if base_commit is not None:
+        same = tuple(v for c, v in runs if c == base_commit)
+        return BaseStats(same, base_commit) if same else None
+    return BaseStats(tuple(v for _, v in runs)) if runs else None
+
+
+def _bases_by_commit(experiments: Iterable[Experiment]) -> dict[str, BaseStats]:
+    by: dict[str, list[float]] = {}
+    for e in experiments:
+        if e.role == "baseline" and (v := _result_value(e)) is not None:
+            by.setdefault(e.base_commit, []).append(v)
+    return {c: BaseStats(tuple(v), c) for c, v in by.items()}
+
+
+def outcome(e: Experiment) -> str:
+    return _OUTCOME.get(e.status, "running")
+
+
+def leaderboard(experiments: Sequence[Experiment], direction: Direction) -> list[Entry]:
+    """Every candidate with a result, best effect first (then best value)."""
+    seeds: dict[str, list[float]] = {}
+    for e in experiments:
+        if e.role == "confirm" and e.parent and (v := _result_value(e)) is not None:
+            seeds.setdefault(e.parent, []).append(v)
+    bases = _bases_by_commit(experiments)
+    entries = []
+    for e in experiments:
+        value = _result_value(e)
+        if e.role != "candidate" or value is None:
+            continue
+        values = (value, *seeds.get(e.id, ()))
+        mean = math.fsum(values) / len(values)
+        base = bases.get(e.base_commit)
+        effect = unc = None
+        if base is not None:
+            effect = direction.improvement(mean, base.mean)
+            s_c = _stdev(values) if len(values) > 1 else base.sigma
+            unc = math.sqrt(base.sigma**2 / base.n + s_c**2 / len(values))
+        entries.append(Entry(
+            e.id, e.hypothesis.title, e.status.value, mean, values, effect, unc,
+            None if base is None else base.mean, tuple(e.flags),
+            e.result.trusted if e.result else True, e.hypothesis.source, e.cost_usd,
+        ))
+    sign = 1 if direction is Direction.MINIMIZE else -1
+    entries.sort(key=lambda r: (r.effect is None, -(r.effect or 0.0), sign * r.value))
+    return entries
+
+
+def promotions_from(experiments: Iterable[Experiment], direction: Direction) -> list[Promotion]:
+    """Experiments flagged ``promoted`` (or ``promoted:<commit>``), oldest first."""
+    out = []
+    for e in experiments:
+        flag = next((f for f in e.flags if f == "promoted" or f.startswith("promoted:")), None)
+        if flag is None:
+            continue
+        at = e.at(ExperimentStatus.FINISHED) or (e.history[-1].at if e.history else 0.0)
+        commit = flag.split(":", 1)[1] if ":" in flag else e.commit
+        out.append(Promotion(e.id, at, e.hypothesis.title, _result_value(e), commit))
+    return sorted(out, key=lambda p: p.at)
+
+
+def _end(e: Experiment, now: float) -> float:
+    return e.history[-1].at if e.done and e.history else now
+
+
+def gantt_segments(experiments: Iterable[Experiment], now: float) -> list[Segment]:
+    """Queued-on-backend and running bars per worker slot, from the status history."""
+    segs = []
+    for e in experiments:
+        started = e.at(ExperimentStatus.STARTED)
+        submitted = e.at(ExperimentStatus.SUBMITTED)
+        if started is None and submitted is None:
+            continue
+        slot = e.slot or "unassigned"
+        out, end = outcome(e), _end(e, now)
+        if submitted is not None:
+            qend = started if started is not None else end
+            if qend > submitted:
+                segs.append(Segment(e.id, slot, "queued", submitted, qend, out))
+        if started is not None:
+            segs.append(Segment(e.id, slot, "running", started, max(end, started), out))
+    return segs
+
+
+def merge_segments(segments: Sequence[Segment], resolution_s: float) -> list[Segment]:
+    """Merge consecutive bars of one slot and kind with the same outcome and less than
+    ``resolution_s`` (about a pixel) between them; a different outcome is never hidden."""
+    groups: dict[tuple[str, str], list[Segment]] = {}
+    for s in segments:
+        groups.setdefault((s.slot, s.kind), []).append(s)
+    merged: list[Segment] = []
+
+    def close(first: Segment, end: float, count: int) -> None:
+        merged.append(first if count == 1 else attrs.evolve(
+            first, end=end, count=count, experiment_id=f"{count} experiments"))
+
+    for group in groups.values():
+        group.sort(key=lambda s: s.start)
+        first, end, count = group[0], group[0].end, group[0].count
+        for s in group[1:]:
+            if s.outcome == first.outcome and s.start - end <= resolution_s:
+                end, count = max(end, s.end), count + s.count
+            else:
+                close(first, end, count)
+                first, end, count = s, s.end, s.count
+        close(first, end, count)
+    return sorted(merged, key=lambda s: (s.slot, s.start))
+
+
+def utilisation(segments: Sequence[Segment]) -> tuple[list[SlotUse], float]:
+    """Busy (running) time per slot over the span from the first start to the last end."""
+    running = [s for s in segments if s.kind == "running"]
+    if not running:
+        return [], 0.0
+    t0 = min(s.start for s in running)
+    t1 = max(s.end for s in running)
+    span = max(t1 - t0, 1e-9)
+    per: dict[str, list[Segment]] = {}
+    for s in running:
+        per.setdefault(s.slot, []).append(s)
+    uses = []
+    for slot, segs in sorted(per.items()):
+        segs.sort(key=lambda s: s.start)
+        busy, cur_s, cur_e = 0.0, segs[0].start, segs[0].end
+        for s in segs[1:]:
+            if s.start > cur_e:
+                busy += cur_e - cur_s
+                cur_s, cur_e = s.start, s.end
+            else:
+                cur_e = max(cur_e, s.end)
+        busy += cur_e - cur_s
+        uses.append(SlotUse(slot, busy, span, sum(x.count for x in segs)))
+    overall = sum(u.busy_s for u in uses) / (span * len(uses))
+    return uses, overall
+
+
+def run_seconds(e: Experiment, now: float) -> float | None:
+    started = e.at(ExperimentStatus.STARTED)
+    return None if started is None else max(0.0, _end(e, now) - started)
+
+
+def pruned_savings(experiments: Sequence[Experiment]) -> float:
+    """Seconds saved by pruning: the median finished candidate's run time minus each pruned
+    run's, summed (0 when nothing finished yet)."""
+    full = [d for e in experiments if e.status is ExperimentStatus.FINISHED
+            and e.role == "candidate" and (d := run_seconds(e, 0.0)) is not None]
+    if not full:
+        return 0.0
+    typical = statistics.median(full)
+    return sum(max(0.0, typical - (run_seconds(e, 0.0) or 0.0))
+               for e in experiments if e.status is ExperimentStatus.PRUNED)

@@ -108,6 +108,9 @@ class Orchestrator:
         self.started_at = time.time()
         self.exhausted = False
         self._pipeline: ProposalPipeline | None = None
+        self._unrecorded: dict[str, str] = {}
+        self._code_cache: tuple[str, str] | None = None
+        self._changed = True  # something finished: main may need new baseline runs
 
     # -- snapshot helpers --------------------------------------------------------------------
     def experiments(self) -> list[Experiment]:
@@ -121,7 +124,12 @@ class Orchestrator:
         return exp
 
     def main_code(self) -> str:
-        return self.lab.files_hash(self.lab.main_commit(), self.code_paths)
+        """The hash of main's code files (cached per main commit)."""
+        main = self.lab.main_commit()
+        cached = self._code_cache
+        if cached is None or cached[0] != main:
+            cached = self._code_cache = (main, self.lab.files_hash(main, self.code_paths))
+        return cached[1]
 
     def digest(self) -> LabDigest:
         main = self.lab.main_commit()
@@ -245,9 +253,12 @@ class Orchestrator:
             self._put(exp)
 
     # -- the job -----------------------------------------------------------------------------
+    def worktree(self, exp: Experiment) -> Path:
+        return self.lab.state_dir / "worktrees" / exp.id
+
     def job_spec(self, exp: Experiment) -> JobSpec:
         assert exp.commit is not None
-        workdir = self.lab.add_worktree(self.lab.state_dir / "worktrees" / exp.id, exp.commit)
+        workdir = self.lab.add_worktree(self.worktree(exp), exp.commit)
         cfg = self.config
         run_spec = {
             "experiment_id": exp.id,
@@ -378,6 +389,7 @@ class Orchestrator:
         return self._put(exp)
 
     def _finish(self, exp: Experiment, state: JobState) -> None:
+        self._changed = True
         self.store.finish(exp.id)
         hardware = {**state.hardware, **exp.hardware}
         cost = state.cost_usd or 0.0
@@ -413,8 +425,6 @@ class Orchestrator:
         self._record([exp], f"autolab: record {exp.id} ({exp.status.value}): "
                             f"{exp.hypothesis.title}")
         self._notify("autolab_experiment_finished", experiment=exp)
-        if exp.handle is not None and exp.status is not ExperimentStatus.FAILED:
-            self.lab.remove_worktree(self.lab.state_dir / "worktrees" / exp.id)
 
     # -- judging -----------------------------------------------------------------------------
     def judge(self) -> None:
@@ -523,6 +533,25 @@ class Orchestrator:
 
     # -- recording ---------------------------------------------------------------------------
     def _record(self, exps: Sequence[Experiment], message: str) -> None:
+        """Queue records for ``main``; :meth:`flush_records` commits them in one go.
+
+        The live records are already in the state directory, so a crash before the flush
+        loses nothing: :meth:`sync_records` commits whatever main is missing at the next start.
+        """
+        with self._lock:
+            for exp in exps:
+                self._unrecorded[exp.id] = message
+
+    def flush_records(self) -> None:
+        with self._lock:
+            pending, self._unrecorded = self._unrecorded, {}
+        if not pending:
+            return
+        exps = [self.exps[i] for i in sorted(pending)]
+        messages = list(dict.fromkeys(pending[i] for i in sorted(pending)))
+        title = messages[0] if len(messages) == 1 else (
+            f"autolab: record {len(exps)} experiments ({', '.join(e.id for e in exps)})")
+        body = "" if len(messages) == 1 else "\n".join(m.splitlines()[0] for m in messages)
         extra: dict[str, str | None] = {}
         conv_dir = self.lab.state_dir / "conversations"
         for exp in exps:
@@ -530,9 +559,22 @@ class Orchestrator:
             if cid and (conv_dir / f"{cid}.json").exists():
                 extra[f"{RECORDS}/conversations/{cid}.json"] = (conv_dir / f"{cid}.json").read_text()
         try:
-            self.lab.record_on_main(exps, message, extra_files=extra)
+            self.lab.record_on_main(exps, f"{title}\n\n{body}".strip(), extra_files=extra)
         except AutolabError as exc:
             self.say(f"[red]could not record {', '.join(e.id for e in exps)} on main: {exc}[/]")
+            with self._lock:
+                for exp_id, message in pending.items():
+                    self._unrecorded.setdefault(exp_id, message)
+
+    def sync_records(self) -> None:
+        """Record on main every finished experiment whose record there is missing or old."""
+        on_main = {r["id"]: r for r in self.lab.scores()}
+        for exp in self.experiments():
+            row = on_main.get(exp.id)
+            if exp.done and (row is None or row.get("status") != exp.status.value
+                             or (row.get("verdict") or None) != exp.verdict):
+                self._record([exp], f"autolab: record {exp.id} ({exp.status.value})")
+        self.flush_records()
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         if self.plugins is not None:
@@ -632,6 +674,7 @@ class Orchestrator:
         return self.experiments()
 
     def _run(self) -> None:
+        self.sync_records()
         self.reattach()
         self.add_baselines()
         self._pipeline = ProposalPipeline(self)
@@ -644,8 +687,11 @@ class Orchestrator:
                 "stopped by the user" if self._stop.is_set() else None)
             if stop_reason:
                 break
-            self.add_baselines()
+            if self._changed:
+                self.add_baselines()
+                self._changed = False
             self._fill_slots()
+            self.flush_records()
             if self.idle():
                 stop_reason = ("no more ideas" if self.exhausted and self.candidates_left()
                                else "experiment budget reached")
@@ -666,8 +712,10 @@ class Orchestrator:
                         self.backend.cancel(exp.handle)
             self.poll()
             self.judge()
+            self.flush_records()
             time.sleep(self.options.poll_interval)
         self.judge()
+        self.flush_records()
 
 
 class ProposalPipeline:
@@ -707,6 +755,15 @@ class ProposalPipeline:
         for exp in orch.experiments():
             if exp.role == "candidate" and exp.status is ExperimentStatus.QUEUED and not exp.commit:
                 orch.materialize(exp)
+                return True
+        for exp in orch.experiments():  # failed runs keep their checkout for a post-mortem
+            if exp.done and exp.status is not ExperimentStatus.FAILED and orch.worktree(exp).exists():
+                orch.lab.remove_worktree(orch.worktree(exp))
+                return True
+        for exp in orch.ready()[: orch.capacity * 2]:
+            worktree = orch.worktree(exp)
+            if exp.commit and exp.base_code == orch.main_code() and not worktree.exists():
+                orch.lab.add_worktree(worktree, exp.commit)  # ahead of time: submits stay fast
                 return True
         if not orch.candidates_left() or self._queued_candidates() >= orch.depth:
             return False

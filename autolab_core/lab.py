@@ -161,7 +161,13 @@ class Lab:
             raise LabError(f"no commit {ref!r} in {self.root}") from None
 
     def main_commit(self) -> str:
-        return self.rev(f"refs/heads/{MAIN}")
+        # Read the loose ref directly (the run loop asks often); fall back to git.
+        ref = Path(self.repo.git_dir) / "refs" / "heads" / MAIN
+        try:
+            sha = ref.read_text().strip()
+        except OSError:
+            sha = ""
+        return sha if len(sha) == 40 else self.rev(f"refs/heads/{MAIN}")
 
     def read(self, commit: str, path: str) -> str | None:
         """The text of ``path`` at ``commit``, or None when it does not exist there."""

@@ -300,6 +300,13 @@ class Orchestrator:
                 return self.reject(exp, f"over budget: this job may cost ${estimate:.2f}, "
                                         f"${left:.2f} of ${budget:.2f} is left ([budget] usd)")
         exp = self._put(exp.with_status(ExperimentStatus.SUBMITTED))  # before: a crash is safe
+        start = getattr(self.store, "start", None)
+        if callable(start):  # stores with runs (Trackio) take the experiment's config
+            start(exp.id, config={
+                "title": exp.hypothesis.title, "role": exp.role, "seed": exp.seed,
+                "source": exp.hypothesis.source, "citation": exp.hypothesis.citation,
+                **{f"knob.{k}": v for k, v in exp.hypothesis.changes.items()},
+            }, group=self.config.name)
         handle = self.backend.submit(spec)
         exp = self._put(attrs.evolve(exp, handle=handle, slot=self.backend.slot_of(handle)))
         if exp.role == "candidate":

@@ -179,7 +179,7 @@ class FakeJob:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
-        for sig, wait in ((signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
+        for sig, wait in ((signal.SIGTERM, 0.5), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
@@ -318,7 +318,8 @@ class FakeHub:
     def start(self) -> FakeHub:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-hub").start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True, name="fake-hub").start()
         return self
 
     def stop(self) -> None:

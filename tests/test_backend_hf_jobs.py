@@ -9,6 +9,7 @@ The backend talks to it through the real ``huggingface_hub`` client; nothing is 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,12 +21,14 @@ import pytest
 from autolab.backends.hf_jobs import EXPERIMENT_LABEL, LAB_LABEL, HfJobsBackend
 from autolab.backends.hf_state import classify
 from autolab_core.errors import BackendError, ConfigError
+from autolab_core.lab import Lab
 from autolab_core.metriclines import parse_metric_line
-from autolab_core.models import JobSpec, JobStatus
+from autolab_core.models import ExperimentStatus, JobSpec, JobStatus
 from autolab_core.testing import JobBackendContract, make_context, read_all_logs, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hf_fake_hub import FakeHub
+from toylab import CONFIG, PREPARE, TRAIN
 
 
 @pytest.fixture
@@ -245,7 +248,7 @@ def test_check_names_the_fix(
     assert make(hub, tmp_path).check() is None
     assert "z100" in (make(hub, tmp_path, flavor="z100").check() or "")
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
-    assert "cannot reach" in (make(hub, tmp_path).check() or "")
+    assert "hf auth login" in (make(hub, tmp_path).check() or "")
     with pytest.raises(BackendError, match="401"):
         make(hub, tmp_path).submit(JobSpec("x", ("true",), str(tmp_path)))
     monkeypatch.delenv("HF_TOKEN")
@@ -296,3 +299,56 @@ def test_plugin_is_registered_and_import_is_light(tmp_path: Path) -> None:
         "assert PluginManager().get('backend', 'hf-jobs') is HfJobsBackend\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def make_hf_toy_lab(root: Path, hub: FakeHub, flavor: str, usd: float) -> Path:
+    """The toy lab of ``tests/toylab.py``, configured for backend hf-jobs on the fake Hub."""
+    root.mkdir(parents=True)
+    (root / "train.py").write_text(TRAIN)
+    (root / "prepare.py").write_text(PREPARE.format(noise=0.01, flat=False))
+    local = '[backend]\nname = "local"\n'
+    assert local in CONFIG
+    config = CONFIG.replace(local, (
+        f'[backend]\nname = "hf-jobs"\n\n[backend.hf-jobs]\nendpoint = "{hub.url}"\n'
+        f'flavor = "{flavor}"\nsetup = []\nsetup_timeout = "1m"\n'
+    )).replace("noise_runs = 3", "noise_runs = 2").replace("confirm_runs = 2", "confirm_runs = 1")
+    Lab.init(root, config_text=config + f"\n[budget]\nusd = {usd}\n")
+    return root
+
+
+def autolab_run(root: Path, hub: FakeHub) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_TOKEN": hub.token, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "autolab", "run", "--lab", str(root), "-n", "1", "-w", "2"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=root,
+    )
+
+
+def test_autolab_run_end_to_end_on_hf_jobs(hub: FakeHub, tmp_path: Path) -> None:
+    """The real CLI, in a subprocess: baselines and one candidate run as HF jobs and are scored."""
+    root = make_hf_toy_lab(tmp_path / "lab", hub, flavor="a10g-small", usd=5.0)
+    proc = autolab_run(root, hub)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    finished = [e for e in Lab(root).load_experiments() if e.status is ExperimentStatus.FINISHED]
+    assert {e.role for e in finished} >= {"baseline", "candidate"}, proc.stdout
+    for exp in finished:
+        assert exp.result is not None and exp.result.trusted
+        assert exp.handle is not None and exp.handle.backend == "hf-jobs"
+        job = hub.jobs[exp.handle.job_id]
+        assert job.stage == "COMPLETED"
+        assert job.spec["labels"][EXPERIMENT_LABEL] == exp.id
+        assert job.spec["flavor"] == "a10g-small"
+        assert hub.token not in json.dumps([job.spec["command"], job.spec["environment"]])
+        assert exp.hardware.get("flavor") == "a10g-small"
+    assert Lab(root).scores()
+
+
+def test_autolab_run_refuses_jobs_over_the_money_budget(hub: FakeHub, tmp_path: Path) -> None:
+    """h200x8 for 2 min + 1 min setup is ~$2; with $1 of budget nothing may reach the Hub."""
+    root = make_hf_toy_lab(tmp_path / "lab", hub, flavor="h200x8", usd=1.0)
+    proc = autolab_run(root, hub)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert hub.jobs == {}
+    experiments = Lab(root).load_experiments()
+    assert experiments and all(e.status is ExperimentStatus.REJECTED for e in experiments)
+    assert all("over budget" in (e.reason or "") for e in experiments)

@@ -12,6 +12,7 @@ the experiment's command under ``timeout``. No token ever appears in the script.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import shlex
@@ -97,8 +98,8 @@ def job_script(
         assert code_repo and ref, "code_repo and ref are needed to fetch a commit"
         download = (
             "from huggingface_hub import hf_hub_download; "
-            f"hf_hub_download({code_repo!r}, {bundle_path(experiment_id)!r}, "
-            "repo_type='dataset', local_dir='code')"
+            f"hf_hub_download({json.dumps(code_repo)}, {json.dumps(bundle_path(experiment_id))}, "
+            'repo_type="dataset", local_dir="code")'
         )
         lines += [
             f"{py} -c 'import huggingface_hub' 2>/dev/null || "

@@ -28,7 +28,7 @@ from autolab.backends import hf_code
 from autolab.backends.hf_state import LogFollower, job_state, price_per_hour
 from autolab_core import hookimpl
 from autolab_core.config import parse_options
-from autolab_core.errors import BackendError
+from autolab_core.errors import BackendError, ConfigError
 from autolab_core.interfaces import JobBackend, PluginContext
 from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChunk
 
@@ -67,7 +67,7 @@ class HfJobsBackend(JobBackend):
         super().__init__(options, context)
         self.opts = parse_options(HfJobsOptions, options, f"backend.{self.name}")
         if self.opts.flavor.strip() == "":
-            raise BackendError("[backend.hf-jobs] flavor is empty; e.g. flavor = 'a10g-small'")
+            raise ConfigError("[backend.hf-jobs] flavor is empty; e.g. flavor = 'a10g-small'")
         self.lab = hf_code.slug(context.lab_name)
         self._api: Any = None
         self._token: str | None = None
@@ -98,6 +98,9 @@ class HfJobsBackend(JobBackend):
             self.namespace()
             flavors = self.hardware()
         except Exception as exc:
+            if getattr(getattr(exc, "response", None), "status_code", None) == 401:
+                return ("Hugging Face rejected the token (401): run `hf auth login` again or set "
+                        "a valid HF_TOKEN")
             return f"cannot reach Hugging Face Jobs at {self.api().endpoint}: {exc}"
         if self.opts.flavor not in flavors:
             return (f"[backend.hf-jobs] flavor {self.opts.flavor!r} is not offered; choose one "
@@ -220,6 +223,7 @@ class HfJobsBackend(JobBackend):
 
     def submit(self, spec: JobSpec) -> JobHandle:
         api, namespace = self.api(), self.namespace()
+        env, secrets = self._env_and_secrets(spec)  # fails on a missing secret before uploading
         ref = None
         if spec.commit is not None:
             self._ensure_repo()
@@ -231,7 +235,6 @@ class HfJobsBackend(JobBackend):
             experiment_id=spec.experiment_id, commit=spec.commit, ref=ref,
             keep_token="HF_TOKEN" in self.opts.secrets,
         )
-        env, secrets = self._env_and_secrets(spec)
         try:
             info = api.run_job(
                 image=self.opts.image, command=["sh", "-c", script], env=env, secrets=secrets,
@@ -339,7 +342,7 @@ class HfJobsBackend(JobBackend):
     def cancel(self, handle: JobHandle) -> None:
         namespace = self._ns(handle)
         info = self._inspect(handle.job_id, namespace)
-        if info is None or str(info.status.stage) in ("COMPLETED", "CANCELED", "ERROR", "DELETED"):
+        if info is None or self._state(info, handle).status.terminal:
             return
         try:
             self.api().cancel_job(job_id=handle.job_id, namespace=namespace)

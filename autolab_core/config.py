@@ -33,6 +33,8 @@ def parse_duration(value: Any, where: str) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a duration such as 600, '10m' or '2h', got {value!r}")
     if isinstance(value, int | float):
+        if not value >= 0:  # also rejects NaN
+            raise ConfigError(f"{where}: a duration cannot be negative, got {value!r}")
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)
@@ -66,6 +68,8 @@ def _type_ok(value: Any, annotation: Any) -> bool:
 
 
 def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is not None:  # list[str], str | None: keep the arguments
+        return str(annotation).replace("typing.", "")
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "")
 
@@ -254,6 +258,11 @@ def parse_config(raw: Mapping[str, Any], root: Path) -> Config:
     for key in raw:
         if key not in _TOP_KEYS:
             raise ConfigError(f"unknown table [{key}] in {CONFIG_FILE}; valid: {', '.join(_TOP_KEYS)}")
+        if not isinstance(raw[key], dict):
+            raise ConfigError(
+                f"[{key}] must be a table, got {key} = {raw[key]!r}; put its keys under a "
+                f"[{key}] header (e.g. [backend] then name = \"slurm\")"
+            )
     backend, backend_options = _plugin_section(raw, "backend", "name", "local")
     llm, llm_options = _plugin_section(raw, "llm", "name", None)
     store, store_options = _plugin_section(raw, "metrics", "store", "parquet")

@@ -28,7 +28,7 @@ class PluginContext:
 
     ``lab_root`` is the lab's git work tree; ``state_dir`` is the lab's private state directory
     (``<lab>/.autolab``), which survives restarts and is never committed. A plugin writes under
-    ``state_dir / <its name>``.
+    ``plugin_dir(<its name>)``, i.e. ``state_dir / "plugins" / <its name>``.
     """
 
     lab_root: Path

@@ -25,6 +25,8 @@ def _json_number(value: float) -> Any:
 
 
 def format_metric_line(step: int, metrics: Mapping[str, float]) -> str:
+    if "step" in metrics:
+        raise ValueError("a metric cannot be called 'step'; it is the step number")
     payload = {"step": int(step), **{k: _json_number(float(v)) for k, v in metrics.items()}}
     return METRIC_PREFIX + json.dumps(payload, separators=(",", ":"))
 

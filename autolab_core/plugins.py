@@ -94,13 +94,22 @@ class PluginManager:
                     f"load: {type(exc).__name__}: {exc}"
                 )
                 continue
-            self.register(module, name=ep.name, distribution=dist_name, version=version)
+            try:
+                self.register(module, name=ep.name, distribution=dist_name, version=version)
+            except Exception as exc:  # e.g. pluggy's PluginValidationError: bad hookimpl args
+                self._fail(
+                    f"autolab plugin {ep.name!r} from distribution {dist_name!r} failed to "
+                    f"register: {type(exc).__name__}: {exc}"
+                )
 
     def register(
         self, plugin: Any, name: str | None = None, distribution: str = "", version: str = ""
     ) -> str:
         """Register a module or object with hook implementations (tests use this directly)."""
-        registered = self.pm.register(plugin, name=name)
+        try:
+            registered = self.pm.register(plugin, name=name)
+        except ValueError as exc:  # pluggy: name or object already registered
+            raise PluginError(f"plugin {name!r} is already registered: {exc}") from None
         if registered is None:
             raise PluginError(f"plugin {name!r} is already registered")
         self._dist_of[registered] = (distribution or registered, version)
@@ -118,7 +127,7 @@ class PluginManager:
         for kind, hook_name in _REGISTER_HOOKS.items():
             base = PLUGIN_KINDS[kind]
             hook = getattr(self.pm.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order
                 dist, version = self._dist_of.get(impl.plugin_name, (impl.plugin_name, ""))
                 found: list[type[Any]] = []
                 try:

@@ -64,7 +64,7 @@ def test_init_existing_repo_on_other_branch(tmp_path: Path) -> None:
     (root / "train.py").write_text(TRAIN)
     git(root, "add", "train.py")
     git(root, "-c", "user.name=x", "-c", "user.email=x@y", "commit", "-qm", "mine")
-    lab = Lab.init(root)
+    Lab.init(root)
     assert git(root, "branch", "--show-current").strip() == "main"
     assert "mine" in git(root, "log", "--format=%s", "main")
 
@@ -72,7 +72,7 @@ def test_init_existing_repo_on_other_branch(tmp_path: Path) -> None:
 def test_bad_config_names_the_key(tmp_path: Path) -> None:
     root = tmp_path / "lab"
     root.mkdir()
-    with pytest.raises(ConfigError, match="unknown key 'workerz'.*valid keys"):
+    with pytest.raises(ConfigError, match=r"unknown key 'workerz'.*valid keys"):
         Lab.init(root, config_text='[run]\nworkerz = 2\n')
 
 

@@ -196,7 +196,8 @@ def test_records_on_main_trace_each_promotion(tmp_path: Path) -> None:
 @pytest.mark.parametrize("on_stop", ["cancel"])
 def test_stop_cancels_running_jobs_and_loses_no_queue(tmp_path: Path, on_stop: str) -> None:
     lab = make_toy_lab(tmp_path / "lab")
-    slow = (lab.root / "train.py").read_text().replace("SEED = int", "import time; time.sleep(30)\nSEED = int")
+    slow = (lab.root / "train.py").read_text().replace(
+        "SEED = int", "import time; time.sleep(30)\nSEED = int")
     (lab.root / "train.py").write_text(slow)
     git(lab.root, "commit", "-qam", "slow training")
     orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05, on_stop=on_stop),

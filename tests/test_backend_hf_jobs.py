@@ -148,6 +148,24 @@ def test_job_with_code_completes_with_metrics_cost_and_no_token_leak(
     backend.close()
 
 
+def test_named_secrets_travel_as_secrets_only(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = make(hub, tmp_path, secrets=["MY_API_KEY"], env={"PLAIN": "p"})
+    code = "import os; print('key', os.environ['MY_API_KEY'], os.environ['PLAIN'])"
+    spec = JobSpec("s-1", (sys.executable, "-c", code), str(tmp_path))
+    with pytest.raises(BackendError, match="export MY_API_KEY"):
+        backend.submit(spec)
+    assert hub.jobs == {}
+    monkeypatch.setenv("MY_API_KEY", "k-123")
+    handle = backend.submit(spec)
+    assert wait_for(backend, handle, timeout=30).status is JobStatus.SUCCEEDED
+    assert "key k-123 p" in read_all_logs(backend, handle)
+    job = hub.jobs[handle.job_id]
+    assert job.spec["secrets"]["MY_API_KEY"] == "k-123"
+    assert job.spec["environment"]["PLAIN"] == "p" and "MY_API_KEY" not in job.spec["environment"]
+
+
 def test_oom_error_is_classified(hub: FakeHub, tmp_path: Path) -> None:
     backend = make(hub, tmp_path)
     spec = JobSpec("oom-1", (sys.executable, "-c", "import sys; print('big'); sys.exit(137)"),

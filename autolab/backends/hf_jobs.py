@@ -222,6 +222,15 @@ class HfJobsBackend(JobBackend):
             self._repo_ready = True
 
     def submit(self, spec: JobSpec) -> JobHandle:
+        try:
+            return self._submit(spec)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"hf-jobs: could not submit {spec.experiment_id}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+    def _submit(self, spec: JobSpec) -> JobHandle:
         api, namespace = self.api(), self.namespace()
         env, secrets = self._env_and_secrets(spec)  # fails on a missing secret before uploading
         ref = None
@@ -235,15 +244,11 @@ class HfJobsBackend(JobBackend):
             experiment_id=spec.experiment_id, commit=spec.commit, ref=ref,
             keep_token="HF_TOKEN" in self.opts.secrets,
         )
-        try:
-            info = api.run_job(
-                image=self.opts.image, command=["sh", "-c", script], env=env, secrets=secrets,
-                flavor=self.opts.flavor, timeout=self._job_timeout(spec),
-                labels=self._labels(spec), name=hf_code.slug(f"autolab-{spec.experiment_id}"),
-                namespace=namespace,
-            )
-        except Exception as exc:
-            raise BackendError(f"hf-jobs: could not submit {spec.experiment_id}: {exc}") from exc
+        info = api.run_job(
+            image=self.opts.image, command=["sh", "-c", script], env=env, secrets=secrets,
+            flavor=self.opts.flavor, timeout=self._job_timeout(spec), labels=self._labels(spec),
+            name=hf_code.slug(f"autolab-{spec.experiment_id}"), namespace=namespace,
+        )
         return self._handle(info, spec.experiment_id, self._time_limit(spec))
 
     def _handle(self, info: Any, experiment_id: str, time_limit_s: float | None) -> JobHandle:

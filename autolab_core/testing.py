@@ -66,6 +66,9 @@ class JobBackendContract:
     timeout: float = 60.0
     #: Whether the backend enforces ``JobSpec.time_limit_s``.
     supports_time_limit: bool = True
+    #: Whether jobs run in ``JobSpec.workdir`` itself (False for cloud backends that deliver
+    #: ``JobSpec.commit`` to a checkout of their own).
+    shares_workdir: bool = True
 
     def make_backend(self, tmp_path: Path) -> JobBackend:
         raise NotImplementedError("override make_backend(tmp_path) to build your backend")
@@ -106,7 +109,8 @@ class JobBackendContract:
         assert state.status is JobStatus.SUCCEEDED, state
         logs = read_all_logs(backend, handle)
         assert "hello v42" in logs and "cwd-ok" in logs
-        assert (tmp_path / "work" / "made-here").exists()
+        if self.shares_workdir:
+            assert (tmp_path / "work" / "made-here").exists()
 
     def test_logs_cursor_does_not_repeat(self, backend: JobBackend, tmp_path: Path) -> None:
         code = "import time\nfor i in range(3):\n    print('line', i, flush=True); time.sleep(0.3)"

@@ -1,0 +1,598 @@
+"""The ``slurm`` backend: jobs on a SLURM cluster, submitted through submitit.
+
+Each job runs :func:`autolab.backends.slurm_job.run_job` on a compute node, which runs the
+command in the experiment's checkout (on the shared filesystem), streams its output to a log
+file, enforces the time limit and leaves an exit record. The backend watches jobs itself, with
+one ``squeue`` call for all of them at most every ``poll_interval_s`` (submitit's watcher uses
+``sacct``, backs off to 600 s and never sees cancelled or timed-out jobs on a cluster without
+accounting), plus the exit records; ``sacct`` is asked only about jobs squeue has forgotten.
+
+Jobs are named ``autolab-<lab>-<experiment id>`` so that :meth:`SlurmBackend.find` can tell a
+restarted orchestrator that an experiment was already submitted.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib.util
+import logging
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from autolab.backends import slurm_cli as cli
+from autolab.backends.slurm_cli import Row
+from autolab.backends.slurm_options import SlurmOptions, parse_sbatch_args
+from autolab.backends.slurm_store import LOCAL_PREFIX, RunDir, Store
+from autolab_core import hookimpl
+from autolab_core.config import parse_options
+from autolab_core.errors import BackendError, ConfigError
+from autolab_core.interfaces import JobBackend, PluginContext
+from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChunk
+
+log = logging.getLogger(__name__)
+
+_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+_RETRYABLE = {"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
+_KILLED = {"CANCELLED", "REVOKED", "TIMEOUT", "DEADLINE", "OUT_OF_MEMORY"} | _RETRYABLE
+_ENDED = _KILLED | {"COMPLETED", "FAILED", "SPECIAL_EXIT"}
+#: Seconds to wait for a job's exit record after SLURM says it ended (shared filesystems such as
+#: NFS show another host's new files a little late).
+EXIT_RECORD_GRACE_S = 15.0
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "lab"
+
+
+class SlurmBackend(JobBackend):
+    """Runs jobs on a SLURM cluster through submitit; see ``docs/slurm.md``."""
+
+    name = "slurm"
+    description = "SLURM cluster through submitit (sbatch, squeue, scancel)"
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
+        super().__init__(options, context)
+        self.opts = parse_options(SlurmOptions, options, "backend.slurm")
+        root = (
+            Path(self.opts.folder).expanduser().resolve()
+            if self.opts.folder
+            else context.plugin_dir(self.name)
+        )
+        self.store = Store(root)
+        self.user = getpass.getuser()
+        self.lab = _safe_name(context.lab_name)
+        self._rows: dict[str, Row] = {}
+        self._rows_at = float("-inf")  # monotonic time of the last good squeue
+        self._rows_wall = 0.0  # wall-clock time just before that squeue ran
+        self._rows_ok = False
+        self._acct: dict[str, Row] = {}
+        self._accounting: bool | None = None
+        self._final: dict[str, JobState] = {}
+        self._hardware: dict[str, dict[str, str]] = {}
+        self._ended_seen: dict[str, float] = {}
+        self._recent: dict[str, float] = {}  # job id -> when this instance submitted it
+
+    # -- availability ------------------------------------------------------------------------
+    @classmethod
+    def available(cls) -> str | None:
+        if importlib.util.find_spec("submitit") is None:
+            return "submitit is not installed: pip install 'autolab[slurm]'"
+        if shutil.which("sbatch") is None:
+            return (
+                "sbatch is not on PATH: run autolab on a SLURM login node "
+                "(or start the local test cluster: scripts/local-slurm.sh up)"
+            )
+        return None
+
+    def check(self) -> str | None:
+        """Also: the controller answers, the partition exists, and sbatch accepts the options."""
+        reason = self.available()
+        if reason:
+            return reason
+        try:
+            partitions = cli.sinfo_partitions()
+            if self.opts.partition and self.opts.partition not in partitions:
+                return (
+                    f"[backend.slurm] partition = {self.opts.partition!r} does not exist; "
+                    f"partitions here: {', '.join(partitions)}"
+                )
+            refused = cli.sbatch_test_only(self._flags())
+        except BackendError as exc:
+            return str(exc)
+        return None if refused is None else self._options_message(refused, None)
+
+    # -- naming ------------------------------------------------------------------------------
+    def job_name(self, experiment_id: str) -> str:
+        return f"autolab-{self.lab}-{experiment_id}"
+
+    def _run(self, handle: JobHandle) -> RunDir:
+        path = handle.data.get("run_dir") if handle.data else None
+        run = RunDir(path) if path else self.store.lookup(handle.job_id)
+        if run is None or not run.exists():
+            raise BackendError(
+                f"no record of SLURM job {handle.job_id} under {self.store.root}; "
+                "was [backend.slurm] folder changed? Use reattach() with the SLURM job id"
+            )
+        return run
+
+    # -- submitting --------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> JobHandle:
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
+        """Queue ``specs``; with ``array = true`` the ones sent now go out as one job array.
+
+        Returns at once. A spec that has to wait for room under ``max_queued`` gets a handle
+        with a local id (``local-...``) and is submitted by a later ``poll``.
+        """
+        with self.store.lock():
+            runs = [self.store.new_run(spec, self.job_name(spec.experiment_id)) for spec in specs]
+            for run in runs:
+                self.store.enqueue(run)
+            try:
+                self._pump(strict=True)
+            except Exception:
+                for run in runs:  # nothing of a refused submission may linger in the queue
+                    self.store.dequeue(run)
+                raise
+            handles = []
+            for run in runs:
+                attempts = run.attempts()
+                job_id = attempts[0]["job_id"] if attempts else LOCAL_PREFIX + run.token
+                run.set_handle_id(job_id)
+                self.store.index(job_id, run)
+                handles.append(run.handle(self.name))
+        return handles
+
+    def _params(self, spec: JobSpec) -> dict[str, Any]:
+        """submitit parameters for ``spec`` (everything but the job name and comment)."""
+        o, res = self.opts, spec.resources
+        params: dict[str, Any] = {
+            "signal_delay_s": 5,
+            "partition": o.partition,
+            "account": o.account,
+            "qos": o.qos,
+            "constraint": o.constraint,
+            "cpus_per_task": o.cpus_per_task or res.get("cpus"),
+            "gpus_per_task": o.gpus_per_task if o.gpus_per_task is not None else res.get("gpus"),
+            "mem": o.mem or (f"{res['memory_gb']}G" if res.get("memory_gb") else None),
+            "time": o.minutes(spec.time_limit_s),
+            "setup": list(o.setup) or None,
+            # submitit always asks for a warning signal before the wall time (USR2 by default);
+            # SLURM sends it to every process of the job, and USR2 kills a training script.
+            # SIGCONT is harmless to every process.
+            "additional_parameters": {"signal": "CONT@5", **parse_sbatch_args(o.sbatch_args)},
+        }
+        if not params["gpus_per_task"]:
+            params["gpus_per_task"] = None
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _flags(self, spec: JobSpec | None = None) -> list[str]:
+        """The sbatch flags of ``_params`` (for ``sbatch --test-only``)."""
+        params = self._params(spec or JobSpec("check", ("true",), "."))
+        extra = params.pop("additional_parameters", {})
+        extra.pop("signal", None)
+        params.pop("signal_delay_s", None)
+        params.pop("setup", None)
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
+        flags += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in extra.items()]
+        return flags
+
+    def _options_message(self, refusal: str, spec: JobSpec | None) -> str:
+        option = cli.option_at_fault(refusal)
+        where = "[backend.slurm]"
+        if option == "time_limit" and self.opts.time_limit is None and spec is not None:
+            minutes = self.opts.minutes(spec.time_limit_s)
+            return (
+                f"{where} time_limit: SLURM refused a wall time of {minutes} min (the job's own "
+                f"time limit plus 2 min): {refusal}. Lower [run] time_limit or set "
+                f"{where} time_limit within the partition's MaxTime (sinfo -o '%P %l')"
+            )
+        if option is None:
+            return f"{where} sbatch refused the job: {refusal}. Check the options in {where}"
+        value = getattr(self.opts, option, None) if option.isidentifier() else None
+        shown = "" if value is None else f" = {value:g} s" if option == "time_limit" else f" = {value!r}"
+        return (
+            f"{where} {option}{shown}: SLURM refused the job: {refusal}. Fix {option} "
+            "(see the partition's limits with `scontrol show partition`)"
+        )
+
+    def _pump(self, strict: bool = False) -> None:
+        """Submit waiting runs while there is room (call with the store lock held)."""
+        queued = self.store.queued()
+        if not queued:
+            return
+        room = len(queued)
+        if self.opts.max_queued is not None:
+            room = max(0, self.opts.max_queued - self._active_count())
+        batch: list[RunDir] = []
+        for entry, run in queued[:room]:
+            if run.final() is not None or run.cancelled or not run.exists():
+                entry.unlink(missing_ok=True)
+            elif not self._recovered(run):
+                batch.append(run)
+        groups: dict[str, list[RunDir]] = {}
+        for run in batch:
+            key = repr(sorted(self._params(run.spec).items())) if self.opts.array else run.token
+            groups.setdefault(key, []).append(run)
+        for runs in groups.values():
+            try:
+                self._sbatch(runs)
+            except ConfigError as exc:
+                if strict:
+                    raise
+                for run in runs:
+                    self.store.dequeue(run)
+                    self._set_final(run, JobState(JobStatus.FAILED, reason=str(exc)))
+
+    def _sbatch(self, runs: list[RunDir]) -> None:
+        import submitit
+
+        from autolab.backends.slurm_job import run_job
+
+        params = self._params(runs[0].spec)
+        single = len(runs) == 1
+        name = runs[0].name if single else f"autolab-{self.lab}-wave-{runs[0].token}"
+        executor = submitit.SlurmExecutor(folder=self.store.submitit_dir, python=self.opts.python)
+        executor._throttling = 0.0  # submitit sleeps 0.2 s between sbatch calls otherwise
+        params["job_name"] = name
+        if single:
+            params["comment"] = str(runs[0].path)
+        executor.update_parameters(**params)
+        for i, run in enumerate(runs):
+            run.set_submitting(name, None if single else i)
+
+        def call(run: RunDir) -> Any:
+            s = run.spec
+            return executor.submit(
+                run_job, str(run.path), list(s.command), s.workdir, dict(s.env), s.time_limit_s
+            )
+
+        try:
+            if single:
+                jobs = [call(runs[0])]
+            else:
+                with executor.batch():
+                    jobs = [call(run) for run in runs]
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
+            for run in runs:
+                run.clear_submitting()
+            refusal = cli.sbatch_error_lines(str(exc))
+            raise ConfigError(self._options_message(refusal, runs[0].spec)) from None
+        for run, job in zip(runs, jobs, strict=True):
+            self._record(run, str(job.job_id))
+
+    def _record(self, run: RunDir, job_id: str) -> None:
+        run.add_attempt(job_id)
+        self._recent[job_id] = time.time()
+        self.store.index(job_id, run)
+        run.clear_submitting()
+        self.store.dequeue(run)
+
+    def _recovered(self, run: RunDir) -> bool:
+        """A run whose submission was cut short (a crash during sbatch) that SLURM did receive."""
+        marker = run.submitting()
+        if marker is None:
+            return False
+        known = {a["job_id"] for a in run.attempts()}
+        rows = dict(cli.squeue(self.user, names=[marker["name"]]))
+        if self._accounting is not False:
+            acct = cli.sacct(names=[marker["name"]])
+            self._accounting = acct is not None
+            rows.update(acct or {})
+        index = marker.get("index")
+        found = [
+            r.job_id for r in rows.values()
+            if r.job_id not in known
+            and (r.comment == str(run.path) if index is None else r.job_id.endswith(f"_{index}"))
+        ]
+        if not found:
+            run.clear_submitting()
+            return False
+        self._record(run, max(found, key=lambda j: [int(x) for x in j.split("_")]))
+        return True
+
+    def _active_count(self) -> int:
+        """Our user's jobs that count against the queue limit (pending or running)."""
+        self._refresh(max_age=self.opts.poll_interval_s)
+        active = sum(1 for r in self._rows.values() if r.state not in _ENDED)
+        self._recent = {j: t for j, t in self._recent.items() if t >= self._rows_wall}
+        return active + sum(1 for j in self._recent if j not in self._rows)
+
+    # -- watching ----------------------------------------------------------------------------
+    def _refresh(self, max_age: float) -> None:
+        if time.monotonic() - self._rows_at < max_age:
+            return
+        wall = time.time()
+        try:
+            self._rows = cli.squeue(self.user)
+        except BackendError as exc:
+            log.warning("slurm backend: %s", exc)
+            self._rows_ok = False
+            return
+        self._rows_ok, self._rows_at, self._rows_wall = True, time.monotonic(), wall
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        runs = {h.job_id: self._run(h) for h in handles}
+        if self.store.has_queue():
+            with self.store.lock():
+                self._pump()
+        live = [r for r in runs.values() if self._final_of(r) is None]
+        if any(r.attempts() for r in live):
+            self._refresh(max_age=self.opts.poll_interval_s)
+            self._ask_accounting(live)
+        return {job_id: self._state(run) for job_id, run in runs.items()}
+
+    def _ask_accounting(self, runs: list[RunDir]) -> None:
+        """One sacct call for the jobs squeue no longer shows (purged after MinJobAge)."""
+        if self._accounting is False or not self._rows_ok:
+            return
+        missing = []
+        for run in runs:
+            attempts = run.attempts()
+            if attempts:
+                job_id, at = attempts[-1]["job_id"], attempts[-1]["at"]
+                if job_id not in self._rows and job_id not in self._acct and at < self._rows_wall:
+                    missing.append(job_id)
+        if not missing:
+            return
+        try:
+            rows = cli.sacct(job_ids=missing)
+        except BackendError as exc:
+            log.warning("slurm backend: %s", exc)
+            return
+        self._accounting = rows is not None
+        self._acct.update({k: v for k, v in (rows or {}).items() if v.state in _ENDED})
+
+    def _final_of(self, run: RunDir) -> JobState | None:
+        key = str(run.path)
+        if key not in self._final:
+            state = run.final()
+            if state is None:
+                return None
+            self._final[key] = state
+        return self._final[key]
+
+    def _set_final(self, run: RunDir, state: JobState) -> JobState:
+        run.set_final(state)
+        self._final[str(run.path)] = state
+        return state
+
+    def _hardware_of(self, run: RunDir, job_id: str | None, row: Row | None) -> dict[str, str]:
+        """What the job recorded about its node, once per attempt; squeue's node list before."""
+        key = f"{run.path}|{job_id}"
+        if key not in self._hardware:
+            hw = run.hardware()
+            if not hw or (job_id is not None and hw.get("slurm_job_id") != job_id):
+                return {"node": row.nodes} if row and row.nodes else {}
+            self._hardware[key] = hw
+        return self._hardware[key]
+
+    def _state(self, run: RunDir) -> JobState:
+        final = self._final_of(run)
+        if final is not None:
+            return final
+        attempts = run.attempts()
+        if not attempts:
+            if run.cancelled:
+                return self._set_final(
+                    run, JobState(JobStatus.CANCELLED, reason="cancelled before it was submitted"))
+            return JobState(
+                JobStatus.PENDING,
+                reason=f"waiting for room in the SLURM queue (max_queued = {self.opts.max_queued})",
+            )
+        current = attempts[-1]
+        job_id = current["job_id"]
+        row = self._rows.get(job_id) or self._acct.get(job_id)
+        restarts = row.restarts if row else int(current.get("restarts", 0))
+        retries = len(attempts) - 1 + sum(int(a.get("restarts", 0)) for a in attempts[:-1]) + restarts
+        exit_rec = run.exit_record()
+        if exit_rec and (exit_rec.get("job_id") != job_id or exit_rec.get("restart", 0) != restarts):
+            exit_rec = None  # from an earlier attempt
+        started = run.started()
+        if started and started.get("job_id") != job_id:
+            started = None
+        common: dict[str, Any] = {
+            "started_at": (started or {}).get("started_at") or (row.start if row else None),
+            "hardware": self._hardware_of(run, job_id, row),
+        }
+        ended: dict[str, Any] = {
+            **common,
+            "finished_at": (exit_rec or {}).get("finished_at") or (row.end if row else None) or time.time(),
+        }
+        slurm_state = row.state if row else None
+
+        if run.cancelled and (slurm_state is None or slurm_state in _ENDED):
+            return self._set_final(run, JobState(JobStatus.CANCELLED, reason="cancelled", **ended))
+        if exit_rec and slurm_state not in _KILLED:
+            if exit_rec.get("timed_out"):
+                limit = run.spec.time_limit_s
+                return self._set_final(run, JobState(
+                    JobStatus.TIMEOUT, reason=f"ran past its time limit of {limit:g} s and was stopped",
+                    exit_code=exit_rec.get("returncode"), **ended))
+            code = exit_rec.get("returncode")
+            clean_end = not exit_rec.get("signals") and code is not None and code >= 0
+            if clean_end or slurm_state in _ENDED or (slurm_state is None and self._rows_ok):
+                if code == 0 and clean_end:
+                    return self._set_final(run, JobState(JobStatus.SUCCEEDED, exit_code=0, **ended))
+                return self._set_final(run, self._failed(run, code, exit_rec, ended))
+        if slurm_state is None:
+            if self._rows_ok and current["at"] < self._rows_wall:
+                return self._set_final(run, JobState(
+                    JobStatus.FAILED, **ended,
+                    reason=f"SLURM no longer knows job {job_id} and it left no exit record: it was "
+                    "probably cancelled, killed at its time limit or lost with its node (this "
+                    "cluster keeps no accounting to tell which)"))
+            if not self._rows_ok and self._rows_at == float("-inf"):
+                return JobState(JobStatus.UNKNOWN, reason="squeue has not answered yet", **common)
+            return JobState(JobStatus.PENDING, reason="submitted", **common)
+        return self._from_slurm(run, row, job_id, retries, common, ended)  # type: ignore[arg-type]
+
+    def _failed(self, run: RunDir, code: int | None, exit_rec: Mapping[str, Any],
+                ended: dict[str, Any]) -> JobState:
+        if code is not None and code < 0:
+            reason = f"killed by signal {-code}"
+        else:
+            reason = f"exit code {code}"
+        if exit_rec.get("signals"):
+            reason += f" after SLURM sent {', '.join(exit_rec['signals'])}"
+        last = run.last_log_line()
+        return JobState(JobStatus.FAILED, reason=reason + (f": {last}" if last else ""),
+                        exit_code=code, **ended)
+
+    def _from_slurm(self, run: RunDir, row: Row, job_id: str, retries: int,
+                    common: dict[str, Any], ended: dict[str, Any]) -> JobState:
+        state, key = row.state, str(run.path)
+        if state in _PENDING:
+            if row.restarts > 0:
+                if retries > self.opts.max_retries:
+                    cli.scancel(job_id)
+                    return self._set_final(run, JobState(JobStatus.PREEMPTED, **ended, reason=(
+                        f"SLURM requeued job {job_id} {row.restarts} times (preemption or node "
+                        f"failure); gave up after max_retries = {self.opts.max_retries}")))
+                return JobState(JobStatus.PENDING, reason=(
+                    f"requeued by SLURM after preemption or node failure "
+                    f"(retry {retries} of {self.opts.max_retries})"))
+            return JobState(JobStatus.PENDING, reason=row.reason or None)
+        if state not in _ENDED:
+            reason = "suspended" if state == "SUSPENDED" else None
+            return JobState(JobStatus.RUNNING, reason=reason, **common)
+        if state in ("CANCELLED", "REVOKED"):
+            return self._set_final(
+                run, JobState(JobStatus.CANCELLED, reason=f"cancelled ({state} in SLURM)", **ended))
+        if state in ("TIMEOUT", "DEADLINE"):
+            return self._set_final(run, JobState(
+                JobStatus.TIMEOUT, **ended,
+                reason=f"SLURM stopped job {job_id} at its wall time ({state}); raise [backend.slurm] "
+                "time_limit or lower [run] time_limit"))
+        if state == "OUT_OF_MEMORY":
+            return self._set_final(run, JobState(
+                JobStatus.OOM, **ended,
+                reason=f"SLURM killed job {job_id} for exceeding its memory; raise [backend.slurm] mem"))
+        if state in _RETRYABLE:
+            if retries < self.opts.max_retries:
+                self._resubmit(run, job_id, row.restarts)
+                return JobState(JobStatus.PENDING, reason=(
+                    f"resubmitted after {state} (retry {retries + 1} of {self.opts.max_retries})"))
+            return self._set_final(run, JobState(
+                JobStatus.PREEMPTED, **ended,
+                reason=f"job {job_id} ended {state}; gave up after max_retries = {self.opts.max_retries}"))
+        # COMPLETED, FAILED or SPECIAL_EXIT without an exit record (yet)
+        first_seen = self._ended_seen.setdefault(key, time.monotonic())
+        if time.monotonic() - first_seen < EXIT_RECORD_GRACE_S and run.started():
+            return JobState(JobStatus.RUNNING, reason="finishing", **common)
+        err = self.store.submitit_dir / f"{job_id}_0_log.err"
+        tail = _tail(err)
+        where = "before its command started" if not run.started() else "without an exit record"
+        return self._set_final(run, JobState(
+            JobStatus.FAILED, exit_code=row.exit_code, **ended,
+            reason=f"SLURM job {job_id} ended {state} {where}; see {err}" + (f": {tail}" if tail else "")))
+
+    def _resubmit(self, run: RunDir, job_id: str, restarts: int) -> None:
+        with self.store.lock():
+            attempts = run.attempts()
+            if attempts and attempts[-1]["job_id"] == job_id:  # not already done by another process
+                run.set_restarts(job_id, restarts)
+                self.store.enqueue(run, front=True)
+                self._pump()
+
+    # -- the rest of the interface -----------------------------------------------------------
+    def logs(self, handle: JobHandle, since: int = 0) -> LogChunk:
+        run = self._run(handle)
+        try:
+            with open(run.log_path, "rb") as f:
+                f.seek(since)
+                data = f.read()
+        except FileNotFoundError:
+            return LogChunk("", since)
+        cut = _complete_utf8(data)  # a character still being written waits for the next call
+        return LogChunk(data[:cut].decode("utf-8", "replace"), since + cut)
+
+    def cancel(self, handle: JobHandle) -> None:
+        run = self._run(handle)
+        if self._final_of(run) is not None:
+            return
+        with self.store.lock():
+            run.mark_cancelled()
+            self.store.dequeue(run)
+            attempts = run.attempts()
+        if attempts:
+            cli.scancel(attempts[-1]["job_id"])
+        self._rows_at = float("-inf")  # see the cancellation on the next poll
+
+    def reattach(self, job_id: str) -> JobHandle | None:
+        run = self.store.lookup(job_id)
+        if run is None and re.fullmatch(r"\d+(_\d+)?", job_id):
+            self._refresh(max_age=0)
+            row = self._rows.get(job_id)
+            if row is None and self._accounting is not False:
+                acct = cli.sacct(job_ids=[job_id])
+                self._accounting = acct is not None
+                row = (acct or {}).get(job_id)
+            if row is not None and row.comment and RunDir(row.comment).exists():
+                run = RunDir(row.comment)
+                self.store.index(job_id, run)
+        return None if run is None else run.handle(self.name)
+
+    def find(self, experiment_id: str) -> JobHandle | None:
+        """The latest submission of ``experiment_id``: from SLURM by job name, else from disk."""
+        name = self.job_name(experiment_id)
+        rows = dict(cli.squeue(self.user, names=[name]))
+        if self._accounting is not False:
+            acct = cli.sacct(names=[name])
+            self._accounting = acct is not None
+            rows.update({k: v for k, v in (acct or {}).items() if k not in rows})
+        with self.store.lock():
+            for row in sorted(rows.values(), key=lambda r: int(r.job_id.split("_")[0]), reverse=True):
+                if row.comment and RunDir(row.comment).exists():
+                    run = RunDir(row.comment)
+                    if row.job_id not in {a["job_id"] for a in run.attempts()}:
+                        self._record(run, row.job_id)  # a crash between sbatch and recording it
+                    return run.handle(self.name)
+            runs = self.store.runs_for(experiment_id)
+            if runs:
+                run = runs[-1]
+                self._recovered(run)
+                return run.handle(self.name)
+        return None
+
+    def slot_of(self, handle: JobHandle) -> str:
+        try:
+            run = self._run(handle)
+            attempts = run.attempts()
+            hw = self._hardware_of(run, attempts[-1]["job_id"] if attempts else None, None)
+        except BackendError:
+            return self.name
+        return hw.get("node", self.name)
+
+
+def _complete_utf8(data: bytes) -> int:
+    """The length of ``data`` without an incomplete UTF-8 sequence at its end."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        byte = data[n - back]
+        if byte & 0xC0 == 0x80:  # a continuation byte: look further back for the lead byte
+            continue
+        if byte >= 0xC0:
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return n if back >= need else n - back
+        return n
+    return n
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    keep = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return " | ".join(keep)[-600:]
+
+
+@hookimpl
+def autolab_register_backends(register: Any) -> None:
+    register(SlurmBackend)

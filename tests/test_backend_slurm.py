@@ -1,0 +1,263 @@
+"""The slurm backend on a real one-node SLURM cluster (Debian's SLURM 22.05, no accounting).
+
+Start the cluster with ``scripts/local-slurm.sh up`` (as root). When it is not up these tests
+FAIL with that instruction, unless ``AUTOLAB_SKIP_SLURM=1`` is set. Nothing is mocked: jobs
+go through submitit and sbatch, run under slurmd, and are watched with squeue; preemption is
+real (an exclusive job in the higher-tier ``urgent`` partition cancels ``debug`` jobs).
+
+The test order matters a little: the preemption test runs first, before the module's
+long-running wall-time job starts, because an exclusive urgent job would preempt that too.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autolab.backends.slurm import SlurmBackend
+from autolab_core.errors import ConfigError
+from autolab_core.models import JobSpec, JobStatus
+from autolab_core.testing import JobBackendContract, make_context, read_all_logs, wait_for
+from tests.slurm_cluster import REPO, job_field, my_active_jobs, require_cluster, sh, wait_until
+
+pytestmark = pytest.mark.slurm
+PY = sys.executable
+LAB = "slurmtest"
+WALLTIME_NAME = f"autolab-{LAB}-walltime"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cluster() -> None:
+    require_cluster()
+
+
+def make(tmp_path: Path, **options: Any) -> SlurmBackend:
+    return SlurmBackend({"poll_interval_s": 0.2, **options}, make_context(tmp_path, name=LAB))
+
+
+def spec(tmp_path: Path, code: str, **kw: Any) -> JobSpec:
+    workdir = tmp_path / "work"
+    workdir.mkdir(exist_ok=True)
+    kw.setdefault("experiment_id", f"e{time.time_ns() % 10**9}")
+    return JobSpec(command=(PY, "-c", code), workdir=str(workdir), **kw)
+
+
+# -- first: real preemption (it would also preempt the wall-time job started below) ----------
+def test_preempted_job_is_resubmitted_under_the_same_handle(tmp_path: Path) -> None:
+    b = make(tmp_path, max_retries=1)
+    code = "import os, time; print('attempt', os.environ['SLURM_JOB_ID'], flush=True); time.sleep(60)"
+    h = b.submit(spec(tmp_path, code, experiment_id="preempt-me"))
+    wait_until(lambda: "attempt" in b.logs(h).text, what="the job to start")
+    sh("sbatch", "--parsable", "--partition=urgent", "--exclusive", "--job-name=urgent-test",
+       "--output=/dev/null", "--wrap", "sleep 1")
+
+    def two_attempts() -> bool:
+        b.poll([h])
+        return read_all_logs(b, h, settle=0).count("attempt") == 2
+
+    wait_until(two_attempts, timeout=40, what="the preempted job to run again")
+    assert job_field(h.job_id, "State") == "PREEMPTED"
+    state = wait_for(b, h, lambda s: s.status is JobStatus.RUNNING)
+    new_id = state.hardware.get("slurm_job_id")
+    assert new_id and new_id != h.job_id  # a new SLURM job, followed through the same handle
+    assert "--- autolab: retry on SLURM job" in read_all_logs(b, h, settle=0)
+    assert b.find("preempt-me").job_id == h.job_id  # type: ignore[union-attr]
+    b.cancel(h)
+    assert wait_for(b, h).status is JobStatus.CANCELLED
+    assert job_field(new_id, "State") == "CANCELLED"
+
+
+# -- a job that only SLURM's own wall time stops; it runs while the other tests do ------------
+@pytest.fixture(scope="module")
+def walltime_job(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("walltime")
+    b = make(tmp, time_limit="1m")  # SLURM --time=1; the spec has no limit of its own
+    code = "import time; print('sleeping', flush=True); time.sleep(600)"
+    h = b.submit(spec(tmp, code, experiment_id="walltime"))
+    yield b, h
+    b.cancel(h)
+
+
+def test_walltime_job_runs(walltime_job: Any) -> None:
+    b, h = walltime_job
+    assert wait_for(b, h, lambda s: s.status is not JobStatus.PENDING).status is JobStatus.RUNNING
+
+
+class TestSlurmContract(JobBackendContract):
+    timeout = 60.0
+
+    def make_backend(self, tmp_path: Path) -> SlurmBackend:
+        return make(tmp_path)
+
+
+def test_hardware_and_logs_while_running(tmp_path: Path) -> None:
+    b = make(tmp_path)
+    h = b.submit(spec(tmp_path, "import time; print('first', flush=True); time.sleep(3); print('last')"))
+    wait_until(lambda: "first" in b.logs(h).text, what="the first line")
+    state = b.poll([h])[h.job_id]
+    assert state.status is JobStatus.RUNNING and "last" not in b.logs(h).text  # streamed live
+    assert state.hardware["node"] == socket.gethostname().split(".")[0]
+    assert state.hardware["cpu"] and state.hardware["slurm_job_id"] == h.job_id
+    assert "gpu" not in state.hardware  # this machine has none (nvidia-smi is absent)
+    assert wait_for(b, h).status is JobStatus.SUCCEEDED
+    assert b.slot_of(h) == state.hardware["node"]
+    fresh = make(tmp_path)  # no memory: the final state comes from the files
+    assert fresh.poll([h])[h.job_id].status is JobStatus.SUCCEEDED
+
+
+def test_requeued_job_is_retried_then_given_up(tmp_path: Path) -> None:
+    """``scontrol requeue`` is what SLURM does to a job on preemption with PreemptMode=REQUEUE."""
+    b = make(tmp_path, max_retries=1)
+    code = ("import os, time; print('run', os.environ.get('SLURM_RESTART_COUNT', '0'), flush=True)"
+            "; time.sleep(60)")
+    h = b.submit(spec(tmp_path, code))
+    wait_until(lambda: "run 0" in b.logs(h).text, what="the first run")
+    sh("scontrol", "requeue", h.job_id)
+    state = wait_for(b, h, lambda s: s.status is JobStatus.PENDING)
+    assert "requeued by SLURM" in (state.reason or "") and "retry 1 of 1" in (state.reason or "")
+    release(h.job_id)
+    wait_until(lambda: "run 1" in b.logs(h).text, what="the second run")
+    sh("scontrol", "requeue", h.job_id)
+    state = wait_for(b, h)
+    assert state.status is JobStatus.PREEMPTED, state
+    assert "gave up after max_retries = 1" in (state.reason or "")
+    wait_until(lambda: job_field(h.job_id, "State") == "CANCELLED", what="the job to be cancelled")
+
+
+def release(job_id: str) -> None:
+    """SLURM holds a requeued job for ~2 minutes (BeginTime); let it start now."""
+
+    def running() -> bool:
+        if job_field(job_id, "State") == "RUNNING":
+            return True
+        if job_field(job_id, "State") == "PENDING":
+            sh("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
+        return False
+
+    wait_until(running, timeout=30, interval=0.3, what=f"requeued job {job_id} to run again")
+
+
+CRASH = """
+import os, sys
+from pathlib import Path
+from autolab.backends.slurm import SlurmBackend
+from autolab_core.models import JobSpec
+from autolab_core.testing import make_context
+tmp = Path(sys.argv[1])
+b = SlurmBackend({}, make_context(tmp, name=sys.argv[3]))
+def die(run, job_id):  # the orchestrator dies the moment sbatch has answered
+    print(job_id, flush=True)
+    os._exit(9)
+b._record = die
+b.submit(JobSpec(sys.argv[2], (sys.executable, "-c", "print('ran once')"), str(tmp / "work")))
+"""
+
+
+def test_crash_between_sbatch_and_record_never_submits_twice(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    exp_id = f"crashy-{uuid.uuid4().hex[:6]}"  # job names must not collide with earlier runs
+    proc = subprocess.run([PY, "-c", CRASH, str(tmp_path), exp_id, LAB], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 9, proc.stderr
+    job_id = proc.stdout.strip()
+    b = make(tmp_path)
+    b.poll([])  # takes over the local queue: must recognise the job SLURM already has
+    h = b.find(exp_id)
+    assert h is not None and h.job_id == job_id and h.experiment_id == exp_id
+    assert wait_for(b, h).status is JobStatus.SUCCEEDED
+    names = sh("squeue", "--noheader", "--states=all", f"--name=autolab-{LAB}-{exp_id}", "--format=%i")
+    assert names.split() == [job_id]
+    assert read_all_logs(b, h).count("ran once") == 1
+    again = make(tmp_path).reattach(job_id)
+    assert again is not None and again.experiment_id == exp_id
+
+
+def test_max_queued_keeps_the_rest_waiting_locally(tmp_path: Path) -> None:
+    # The limit counts all of the user's jobs: let earlier tests' jobs end (SLURM finishes a job
+    # a moment after its exit record said it was done), leaving only the wall-time job.
+    def others_gone() -> bool:
+        names = sh("squeue", "--noheader", "--states=PENDING,RUNNING,COMPLETING", "--format=%j")
+        return all(n == WALLTIME_NAME for n in names.split())
+
+    wait_until(others_gone, what="earlier tests' jobs to end")
+    base = my_active_jobs()
+    b = make(tmp_path, max_queued=base + 2)
+    t0 = time.monotonic()
+    code = "import sys, time; time.sleep(1.5); print('job', sys.argv[1])"
+    handles = [b.submit(JobSpec(f"q{i}", (PY, "-c", code, str(i)), str(tmp_path)))
+               for i in range(4)]
+    assert time.monotonic() - t0 < 5  # submit never waits for room
+    assert [h.job_id.startswith("local-") for h in handles] == [False, False, True, True]
+    peak = 0
+
+    def all_done() -> bool:
+        nonlocal peak
+        peak = max(peak, my_active_jobs())
+        return all(s.status.terminal for s in b.poll(handles).values())
+
+    wait_until(all_done, timeout=60, what="all four jobs")
+    assert {s.status for s in b.poll(handles).values()} == {JobStatus.SUCCEEDED}
+    assert peak <= base + 2
+    for i, h in enumerate(handles):
+        assert f"job {i}" in read_all_logs(b, h)
+
+
+def test_submit_many_as_one_job_array_with_setup_lines(tmp_path: Path) -> None:
+    b = make(tmp_path, array=True, setup=["export AUTOLAB_SETUP_RAN=yes"])
+    code = "import os, sys; print('task', sys.argv[1], os.environ['AUTOLAB_SETUP_RAN'])"
+    handles = b.submit_many(
+        [JobSpec(f"wave{i}", (PY, "-c", code, str(i)), str(tmp_path)) for i in range(3)]
+    )
+    array_id = handles[0].job_id.split("_")[0]
+    assert [h.job_id for h in handles] == [f"{array_id}_{i}" for i in range(3)]
+    for i, h in enumerate(handles):
+        assert wait_for(b, h).status is JobStatus.SUCCEEDED
+        assert f"task {i} yes" in read_all_logs(b, h)
+    assert b.find("wave1").job_id == f"{array_id}_1"  # type: ignore[union-attr]
+
+
+def test_options_slurm_refuses_name_the_option(tmp_path: Path) -> None:
+    work = spec(tmp_path, "print(1)")
+    b = make(tmp_path, time_limit="2h")  # the debug partition allows 60 min
+    assert "time_limit" in (b.check() or "")
+    with pytest.raises(ConfigError, match=r"\[backend.slurm\] time_limit = 7200 s: SLURM refused"):
+        b.submit(work)
+    assert not b.store.has_queue()  # nothing of the refused job lingers
+    with pytest.raises(ConfigError, match=r"time_limit: SLURM refused a wall time of 182 min"):
+        make(tmp_path).submit(spec(tmp_path, "print(1)", time_limit_s=3 * 3600))
+    with pytest.raises(ConfigError, match=r"mem = '900G': SLURM refused"):
+        make(tmp_path, mem="900G").submit(work)
+    with pytest.raises(ConfigError, match=r"cpus_per_task = 64: SLURM refused"):
+        make(tmp_path, cpus_per_task=64).submit(work)
+    nope = make(tmp_path, partition="nope")
+    assert "partition = 'nope' does not exist" in (nope.check() or "")
+    with pytest.raises(ConfigError, match=r"partition = 'nope': SLURM refused"):
+        nope.submit(work)
+    with pytest.raises(ConfigError, match=r"mem = 'lots' is not a SLURM memory size"):
+        make(tmp_path, mem="lots")
+    assert make(tmp_path, partition="debug", mem="1G", cpus_per_task=1).check() is None
+
+
+def test_job_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
+    b = make(tmp_path, python="/nonexistent/python3")
+    h = b.submit(spec(tmp_path, "print('never')"))
+    state = wait_for(b, h)
+    assert state.status is JobStatus.FAILED
+    assert "before its command started" in (state.reason or "")
+    assert "/nonexistent/python3" in (state.reason or "")
+
+
+# -- last: the wall-time job has had a minute by now ---------------------------------------------
+def test_slurm_wall_time_is_a_timeout(walltime_job: Any) -> None:
+    b, h = walltime_job
+    state = wait_for(b, h, timeout=150, interval=0.5)
+    assert state.status is JobStatus.TIMEOUT, state
+    assert "wall time" in (state.reason or "")
+    assert job_field(h.job_id, "State") == "TIMEOUT"

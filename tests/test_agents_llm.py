@@ -104,8 +104,7 @@ def test_researcher_proposes_cites_and_remembers_papers(server, llm, tmp_path):
     assert "- Raise LR to 0.02: val_bpb = 1.2" in prompt
     assert "- Use SGD with momentum: NaN loss at step 3" in prompt
     assert "id: warmup" in prompt and "id: norm" in prompt
-    assert server.requests[0].body["response_format"]["json_schema"]["schema"]["properties"][
-        "hypotheses"]["maxItems"] == 3
+    assert "Propose up to 3 new hypotheses" in prompt
     conv = load_conversation(conv_dir, out[0].conversation_id)
     assert conv["role"] == "researcher" and conv["calls"][0]["answer"]["data"]["hypotheses"]
     assert conv["calls"][0]["messages"][1]["content"] == server.requests[0].body["messages"][1]["content"]
@@ -349,7 +348,7 @@ llm_usd = 1.0
     assert researcher.llm.limit_usd == 1.0
     server.add(json.dumps({"hypotheses": [idea("Double the learning rate to 0.02")]}),
                answer(edit("LR = 0.01  # learning rate", "LR = 0.02  # learning rate")),
-               *[json.dumps({"hypotheses": []})] * 3)
+               *[json.dumps({"hypotheses": []})] * 20)
     said: list[str] = []
     orch = build_orchestrator(lab, RunOptions(max_experiments=1, poll_interval=0.1),
                               say=said.append, pm=pm, strategy="llm")
@@ -366,4 +365,4 @@ llm_usd = 1.0
     assert followup["outcome"]["edits"][0]["replace"] == "LR = 0.02  # learning rate"
     spend = json.loads((lab.state_dir / "llm_spend.json").read_text())
     assert spend["calls"] >= 2 and spend["spent_usd"] > 0
-    assert any("promoted" in line and "Double the learning rate" in line for line in said), said
+    assert any("submitted" in line and cand.id in line for line in said), said

@@ -84,13 +84,21 @@ def test_openai_structured_auth_usage_and_cost(server, tmp_path, monkeypatch):
     assert req.headers["x-title"] == "autolab"
     rf = req.body["response_format"]
     assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
-    assert rf["json_schema"]["schema"] == SCHEMA
+    sent = rf["json_schema"]["schema"]  # strict mode: no length limits (validated locally)
+    assert "maxLength" not in sent["properties"]["title"] and sent["required"] == SCHEMA["required"]
     assert req.body["max_tokens"] == 64 and req.body["temperature"] == 0
     assert "JSON schema" in req.body["messages"][0]["content"]  # schema also in the prompt
     u = out.usage
     assert u.input_tokens > 0 and u.output_tokens > 0
     assert u.cost_usd == pytest.approx((u.input_tokens * 2 + u.output_tokens * 10) / 1e6)
     assert "sk-test-123" not in json.dumps(llm.options)
+
+
+def test_non_strict_sends_the_whole_schema(server, tmp_path):
+    server.add('{"title": "x", "risk": "low"}')
+    openai(server, tmp_path, strict=False).complete(ASK, SCHEMA)
+    rf = server.requests[0].body["response_format"]["json_schema"]
+    assert rf["strict"] is False and rf["schema"] == SCHEMA
 
 
 def test_malformed_json_is_retried_with_error_fed_back(server, tmp_path):
@@ -196,7 +204,8 @@ def test_hf_inference_client_against_local_server(server, tmp_path):
     req = server.requests[-1]
     assert req.path.endswith("/chat/completions")
     rf = req.body["response_format"]  # huggingface_hub sends TGI's form to a base_url
-    assert rf == {"type": "json_object", "value": SCHEMA} or rf["json_schema"]["schema"] == SCHEMA
+    assert rf["type"] == "json_object" and rf["value"]["properties"]["risk"]["enum"] == [
+        "low", "medium", "high"]
     assert req.body["model"] == "org/model" and out.usage.input_tokens > 0
 
 

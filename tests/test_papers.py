@@ -154,6 +154,7 @@ def test_build_query():
         "submittedDate:[202501310000 TO 299912312359]"
     )
     assert build_query('ti:"weight decay"', [], None) == '(ti:"weight decay")'
+    assert build_query("", [], "2025-02-01") == "cat:cs.LG AND submittedDate:[202502010000 TO 299912312359]"
 
 
 def test_rate_limiter_spaces_requests():

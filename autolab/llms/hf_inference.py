@@ -23,6 +23,7 @@ from autolab.llms.base import (
     retry_after_seconds,
     system_with_schema,
 )
+from autolab.llms.schema import portable_schema
 from autolab_core.interfaces import Message, PluginContext
 
 
@@ -95,7 +96,8 @@ class HFInferenceLLM(ChatLLM):
         if schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": SCHEMA_NAME, "schema": dict(schema), "strict": True},
+                "json_schema": {"name": SCHEMA_NAME, "schema": portable_schema(schema),
+                                "strict": True},
             }
         output = self._request(kwargs)
         try:

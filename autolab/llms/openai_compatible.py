@@ -3,7 +3,9 @@
 One client for vLLM, llama.cpp's server, Ollama, TGI, OpenAI, OpenRouter and the HF router.
 Structured output goes as ``response_format = {"type": "json_schema", ...}`` (``structured =
 "json_schema"``), as ``{"type": "json_object"}`` for servers without schema support, or only
-in the prompt (``"prompt"``); the answer is validated in every case.
+in the prompt (``"prompt"``); the answer is validated in every case. With ``strict = true``
+(the default, for hosted APIs) the schema is sent without length limits, which strict modes
+reject; ``strict = false`` sends it whole, so llama.cpp and vLLM also bound string lengths.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import attrs
 
 from autolab.llms.base import SCHEMA_NAME, ChatLLM, CommonOptions, RawAnswer, system_with_schema
 from autolab.llms.http import post_json
+from autolab.llms.schema import portable_schema
 from autolab_core.errors import LLMError
 from autolab_core.interfaces import Message, PluginContext
 
@@ -87,9 +90,10 @@ class OpenAICompatibleLLM(ChatLLM):
         if temperature is not None:
             body["temperature"] = temperature
         if schema is not None and mode == "json_schema":
+            sent = portable_schema(schema) if self.opts.strict else dict(schema)
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": SCHEMA_NAME, "schema": dict(schema), "strict": self.opts.strict},
+                "json_schema": {"name": SCHEMA_NAME, "schema": sent, "strict": self.opts.strict},
             }
         elif schema is not None and mode == "json_object":
             body["response_format"] = {"type": "json_object"}

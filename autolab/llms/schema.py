@@ -123,3 +123,18 @@ def _balanced_end(text: str, start: int) -> int | None:
             if depth == 0:
                 return i
     return None
+
+
+_LIMITS = ("maxLength", "minLength", "maxItems", "minItems")
+
+
+def portable_schema(schema: Any) -> Any:
+    """``schema`` without length and count limits, which hosted strict modes reject.
+
+    Answers are still validated locally against the full schema.
+    """
+    if isinstance(schema, Mapping):
+        return {k: portable_schema(v) for k, v in schema.items() if k not in _LIMITS}
+    if isinstance(schema, list):
+        return [portable_schema(v) for v in schema]
+    return schema

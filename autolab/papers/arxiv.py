@@ -101,7 +101,10 @@ def parse_atom(xml_text: str | bytes) -> list[Paper]:
 
 
 def build_query(query: str, categories: list[str], since: str | None) -> str:
-    """An arXiv ``search_query``: every word in ``all:``, ANDed, plus categories and dates."""
+    """An arXiv ``search_query``: every word in ``all:``, ANDed, plus categories and dates.
+
+    With no words and no categories it asks for machine learning (``cat:cs.LG``).
+    """
     if ":" in query:  # the caller wrote arXiv syntax (ti:, abs:, cat:)
         parts = [f"({query})"]
     else:
@@ -111,7 +114,9 @@ def build_query(query: str, categories: list[str], since: str | None) -> str:
     if since:
         day = since[:10].replace("-", "")
         parts.append(f"submittedDate:[{day}0000 TO 299912312359]")
-    return " AND ".join(parts) or "all:*"
+    if not any(p.startswith(("all:", "(")) for p in parts):
+        parts.insert(0, "cat:cs.LG")
+    return " AND ".join(parts)
 
 
 class ArxivSource(PaperSource):

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 
 from autolab.llms.schema import extract_json, validate
+from autolab_core.config import parse_options
 from autolab_core.errors import ConfigError, LLMError
 from autolab_core.interfaces import LLM, Completion, Message, PluginContext, Usage
 
@@ -136,8 +137,6 @@ class ChatLLM(LLM):
     sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
-        from autolab_core.config import parse_options
-
         super().__init__(options, context)
         self.opts: Any = parse_options(self.options_class, options, f"llm.{self.name}")
         if not self.opts.model:

@@ -17,7 +17,7 @@ import pytest
 
 from autolab.metrics.parquet_store import ParquetMetricStore
 from autolab.metrics.schema import SCHEMA
-from autolab_core.errors import ConfigError
+from autolab_core.errors import ConfigError, PluginError
 from autolab_core.models import MetricPoint
 from autolab_core.plugins import PluginManager
 from autolab_core.testing import make_context
@@ -164,6 +164,29 @@ def test_crash_mid_compaction_loses_and_duplicates_nothing(tmp_path: Path) -> No
         # and the store keeps working: the next compaction is clean
         after.append(points("more", range(10)))
         assert after.compact(full=True) and after.query().num_rows == expected + 20, where
+
+
+def test_one_writer_at_a_time_readers_never_disturb_it(tmp_path: Path) -> None:
+    writer = store(tmp_path)
+    writer.append(points("a", range(10)))
+    writer.flush()
+    in_progress = tmp_path / ".autolab" / "metrics" / ".L0-in-progress.parquet.tmp"
+    in_progress.write_bytes(b"half a file")
+    reader = store(tmp_path)  # e.g. `autolab status` in another shell
+    assert not reader.writable and writer.writable
+    assert in_progress.exists()  # a reader runs no recovery
+    assert reader.query().num_rows == 20
+    with pytest.raises(PluginError, match=r"another process is writing.*only to query"):
+        reader.append(points("b", range(1)))
+    with pytest.raises(PluginError):
+        reader.compact(full=True)
+    writer.close()
+    in_progress.unlink()
+    successor = store(tmp_path)
+    assert successor.writable
+    successor.append(points("b", range(1)))
+    successor.close()
+    assert store(tmp_path).query().num_rows == 22
 
 
 def test_options_are_validated_with_the_fix_named(tmp_path: Path) -> None:

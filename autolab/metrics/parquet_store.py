@@ -15,6 +15,9 @@ Rules that make it crash-safe:
   Parquet metadata (``autolab.replaces``), and only then deletes them. A crash between the two
   leaves both, and readers of this store skip every file that a merged file replaces; the next
   open finishes the deletion. So a crash mid-compaction neither loses nor duplicates a point.
+* One writer: the store holds an exclusive ``flock`` on ``.writer.lock`` while open. A second
+  instance (``autolab status`` in another shell) opens read-only: it can ``query`` but not
+  write, and it never runs recovery, so it cannot disturb the writer's files.
 * Points are buffered in memory and become durable on ``flush``, ``finish``, ``close``, or
   automatically every ``flush_points`` points or ``flush_interval`` seconds. The orchestrator
   treats a point as acknowledged once one of those returned.
@@ -43,6 +46,7 @@ from typing import Any
 import attrs
 
 from autolab_core.config import parse_options
+from autolab_core.errors import PluginError
 from autolab_core.interfaces import MetricStore, PluginContext
 from autolab_core.models import MetricPoint
 
@@ -104,7 +108,38 @@ class ParquetMetricStore(MetricStore):
         self._first_buffered: float | None = None
         self._replaces: dict[str, tuple[str, ...]] = {}  # merged file -> files it replaces
         self._seq = time.time_ns()
-        self._recover()
+        self._lock_file: Any = None
+        self.writable = self._take_writer_lock()
+        if self.writable:
+            self._recover()
+
+    # -- the writer lock ---------------------------------------------------------------------
+    def _take_writer_lock(self) -> bool:
+        """Hold ``.writer.lock`` (flock) for this store's life; False if another holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: trust the single-writer rule
+            return True
+        fh = open(self.root / ".writer.lock", "a+")  # held until close()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._lock_file = fh
+        return True
+
+    def _check_writable(self) -> None:
+        if not self.writable:
+            raise PluginError(
+                f"metric store 'parquet': another process is writing to {self.root} (see "
+                f"{self.root / '.writer.lock'}); this instance can only read. Stop the other "
+                f"autolab process, or open the store only to query"
+            )
 
     # -- files -------------------------------------------------------------------------------
     def _next_name(self, level: int) -> str:
@@ -178,6 +213,7 @@ class ParquetMetricStore(MetricStore):
         """Buffer ``points``; writes a part file when the buffer is full or old enough."""
         if not points:
             return
+        self._check_writable()
         with self._lock:
             if self._first_buffered is None:
                 self._first_buffered = time.monotonic()
@@ -194,7 +230,9 @@ class ParquetMetricStore(MetricStore):
 
         from autolab.metrics.schema import SCHEMA
 
-        cols = list(zip(*self._buffer, strict=True)) if self._buffer else [[]] * 5
+        cols: list[Sequence[Any]] = (
+            list(zip(*self._buffer, strict=True)) if self._buffer else [()] * 5
+        )
         return pa.table(
             [pa.array(c, f.type) for c, f in zip(cols, SCHEMA, strict=True)], schema=SCHEMA
         )
@@ -206,6 +244,7 @@ class ParquetMetricStore(MetricStore):
         with self._lock:
             if not self._buffer:
                 return
+            self._check_writable()
             table = self._buffer_table().sort_by(SORT_KEYS)
             self._write_file(table, 0)
             self._buffer.clear()
@@ -217,7 +256,12 @@ class ParquetMetricStore(MetricStore):
         self.flush()
 
     def close(self) -> None:
+        """Flush, then let another process become the writer."""
         self.flush()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+            self.writable = False
 
     # -- compaction --------------------------------------------------------------------------
     def _maybe_compact(self) -> None:
@@ -249,6 +293,7 @@ class ParquetMetricStore(MetricStore):
 
     def compact(self, full: bool = False) -> list[Path]:
         """Merge files now: by level as usual, or with ``full`` everything into one file."""
+        self._check_writable()
         with self._lock:
             self.flush()
             live = self._live()
@@ -273,21 +318,28 @@ class ParquetMetricStore(MetricStore):
 
         from autolab.metrics.schema import SCHEMA, SORT_KEYS, filter_table
 
+        expr = None
+        if experiment_ids is not None:
+            expr = pc.field("experiment_id").isin(list(experiment_ids))
+        if names is not None:
+            by_name = pc.field("name").isin(list(names))
+            expr = by_name if expr is None else expr & by_name
         with self._lock:
-            live = self._live()
             buffered = filter_table(self._buffer_table(), experiment_ids, names)
-            expr = None
-            if experiment_ids is not None:
-                expr = pc.field("experiment_id").isin(list(experiment_ids))
-            if names is not None:
-                by_name = pc.field("name").isin(list(names))
-                expr = by_name if expr is None else expr & by_name
-            parts = []
-            if live:
-                dataset = ds.dataset(
-                    [str(self.root / n) for n in live], schema=SCHEMA, format="parquet"
-                )
-                parts.append(dataset.to_table(filter=expr))
+            for attempt in range(5):  # a reader may race the writer's compaction: rescan
+                live = self._live()
+                parts = []
+                try:
+                    if live:
+                        dataset = ds.dataset(
+                            [str(self.root / n) for n in live], schema=SCHEMA, format="parquet"
+                        )
+                        parts.append(dataset.to_table(filter=expr))
+                    break
+                except FileNotFoundError:
+                    if self.writable or attempt == 4:
+                        raise
+                    time.sleep(0.05)
         if buffered.num_rows:
             parts.append(buffered)
         if not parts:

@@ -49,14 +49,15 @@ class BudgetUsage:
         def hours(x: float) -> str:
             return f"{x / 3600:.1f} h"
 
-        def row(name: str, used: float, limit: float | None, fmt: Any) -> tuple[str, ...]:
+        def row(name: str, used: float, limit: float | None, fmt: Any
+                ) -> tuple[str, str, str, str]:
             if limit is None:
                 return (name, fmt(used), "no limit", "-")
             left = max(0.0, limit - used)
             return (name, fmt(used), fmt(limit), f"{fmt(left)} ({left / limit:.0%})"
                     if limit > 0 else fmt(left))
 
-        return [  # type: ignore[list-item]
+        return [
             row("money", self.usd, self.usd_limit, money),
             row("LLM money", self.llm_usd, self.llm_usd_limit, money),
             row("experiments", self.experiments, self.experiments_limit, lambda x: f"{x:.0f}"),

@@ -163,14 +163,14 @@ def gantt_chart(
     for s in segments:
         x = left + (s.start - t0) / span * pw
         w = max(0.6, (s.end - s.start) / span * pw)
-        y = top + index[s.slot] * row
+        by = float(top + index[s.slot] * row)
         if s.kind == "queued":
-            y, h, cls = y + row * 0.4, row * 0.2, "queued"
+            by, h, cls = by + row * 0.4, row * 0.2, "queued"
         else:
-            y, h, cls = y + row * 0.15, row * 0.7, s.outcome
+            by, h, cls = by + row * 0.15, row * 0.7, s.outcome
         tip = (f"<title>{escape(s.experiment_id)}: {s.kind} {_duration(s.end - s.start)}, "
                f"{s.outcome}</title>") if titles else ""
-        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" '
+        parts.append(f'<rect x="{x:.1f}" y="{by:.1f}" width="{w:.1f}" height="{h:.1f}" '
                      f'class="bar {cls}">{tip}</rect>')
     parts.append("</svg>")
     return "".join(parts)

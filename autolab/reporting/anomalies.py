@@ -1,8 +1,8 @@
 """Anomaly flags, each with a reason a person can check.
 
 An experiment carrying any flag in :data:`BLOCKING` is never promoted without a human: the
-orchestrator copies ``anomaly.flag`` into ``Experiment.flags`` and its promotion gate calls
-:func:`needs_human`. The checks (all pure functions)::
+orchestrator stores ``as_flag(anomaly)`` (``"<flag>: <reason>"``) in ``Experiment.flags`` and
+its promotion gate calls :func:`needs_human`. The checks (all pure functions)::
 
     check_values(experiment_id, curves: Mapping[name, Curve]) -> list[Anomaly]       # NaN/Inf
     check_divergence(experiment_id, curve, baselines: Sequence[Curve], options) -> Anomaly | None
@@ -58,9 +58,27 @@ class Anomaly:
     step: int | None = None
 
 
+def as_flag(anomaly: Anomaly) -> str:
+    """The string kept in ``Experiment.flags``: ``"<flag>: <reason>"``."""
+    return f"{anomaly.flag}: {anomaly.reason}"
+
+
+def parse_flag(text: str) -> tuple[str, str]:
+    """``(flag, reason)`` from an ``Experiment.flags`` entry (``"divergence: ..."`` or a bare
+    ``"divergence"``). The orchestrator's ``"crash: oom: ..."`` maps to ``crash_oom``."""
+    flag, _, reason = text.partition(":")
+    flag, reason = flag.strip(), reason.strip()
+    if flag == "crash":
+        kind, _, rest = reason.partition(":")
+        kind = {"preempted": "preemption", "failed": "error"}.get(kind.strip(), kind.strip())
+        if f"crash_{kind}" in BLOCKING:
+            return f"crash_{kind}", rest.strip() or reason
+    return flag, reason
+
+
 def needs_human(flags: Iterable[str]) -> bool:
-    """True when any flag blocks automatic promotion."""
-    return any(f in BLOCKING for f in flags)
+    """True when any flag (bare or ``"<flag>: <reason>"``) blocks automatic promotion."""
+    return any(parse_flag(f)[0] in BLOCKING for f in flags)
 
 
 def _fmt(x: float) -> str:

@@ -8,6 +8,7 @@ API::
         -> ReportFiles(markdown, html, pngs)
     collect(...same arguments but out_dir/png...) -> ReportData   # the numbers, no files
     render_html(data) -> str;  render_markdown(data, pngs=()) -> str
+    write_lab_report(lab, out, png=None) -> list[Path]   # ``autolab report``: all from a Lab
 
 ``metrics`` is a ``pyarrow.Table`` (metric-store schema), a list of ``MetricPoint``, a metric
 store, or None. Only the curves drawn are read from it. ``promotions`` defaults to experiments
@@ -35,7 +36,7 @@ from typing import Any
 import attrs
 
 from autolab.reporting import svg
-from autolab.reporting.anomalies import BLOCKING, Anomaly
+from autolab.reporting.anomalies import BLOCKING, Anomaly, parse_flag
 from autolab.reporting.curves import Curve, curves_from, downsample, reference
 from autolab.reporting.summary import (
     Entry,
@@ -92,9 +93,11 @@ def _anomalies(experiments: Sequence[Experiment], given: Sequence[Anomaly]) -> l
     seen = {(a.experiment_id, a.flag) for a in given}
     out = list(given)
     for e in experiments:
-        for flag in e.flags:
+        for text in e.flags:
+            flag, reason = parse_flag(text)
             if flag in BLOCKING and (e.id, flag) not in seen:
-                out.append(Anomaly(e.id, flag, e.reason or "flagged by the orchestrator"))
+                seen.add((e.id, flag))
+                out.append(Anomaly(e.id, flag, reason or e.reason or "flagged by the orchestrator"))
     return out
 
 
@@ -250,7 +253,8 @@ def _td(value: Any, num: bool = False, sort: float | None = None) -> str:
 def _leaderboard_html(d: ReportData) -> str:
     rows = []
     for i, e in enumerate(d.entries[: d.top], 1):
-        flags = " ".join(f'<span class="flag">{escape(f)}</span>' for f in e.flags)
+        flags = " ".join(f'<span class="flag" title="{escape(r)}">{escape(f)}</span>'
+                         for f, r in map(parse_flag, e.flags))
         trust = "" if e.trusted else ' <span class="flag">untrusted</span>'
         rows.append(
             "<tr>" + _td(i, True, i) + _td(e.experiment_id) + _td(e.title)
@@ -384,7 +388,8 @@ def render_markdown(d: ReportData, pngs: Sequence[Path] = ()) -> str:
               "|---:|---|---|---:|---:|---:|---|---|"]
     for i, e in enumerate(d.entries[: d.top], 1):
         lines.append(f"| {i} | {_cell(e.experiment_id)} | {_cell(e.title)} | {_f(e.value, 6)} "
-                     f"| {_effect(e)} | {e.n_seeds} | {e.status} | {_cell(' '.join(e.flags))} |")
+                     f"| {_effect(e)} | {e.n_seeds} | {e.status} | "
+                     f"{_cell(' '.join(parse_flag(f)[0] for f in e.flags))} |")
     if len(d.entries) > d.top:
         lines.append(f"\n({len(d.entries) - d.top} more candidates not shown.)")
     lines += ["", f"## Promotions ({len(d.promotions)})", ""]
@@ -406,6 +411,13 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_lab_report(lab: Any, out: Path, png: bool | None = None) -> list[Path]:
+    """The report of an ``autolab_core.lab.Lab`` (see :mod:`autolab.reporting.lab`)."""
+    from autolab.reporting.lab import write_lab_report as write
+
+    return write(lab, out, png)
 
 
 def build_report(

@@ -2,13 +2,15 @@
 
 API::
 
-    status_renderable(experiments, *, metric, direction, latest=None, budget=None,
-                      anomalies=(), now=None, queue_rows=10, metric_columns=4) -> rich Group
+    status_from_experiments(experiments, *, metric, direction, latest=None, budget=None,
+                            anomalies=(), now=None, queue_rows=10, metric_columns=4) -> Group
+    status_renderable(lab_or_experiments, **same keywords) -> Group   # a Lab: all from disk
 
 ``latest`` is ``{experiment_id: {name: (step, value, wall_time)}}`` (see
 :func:`autolab.reporting.curves.latest_metrics`), or anything ``latest_metrics`` accepts (a
 pyarrow table, MetricPoints, a metric store); only running experiments are looked up.
-``budget`` is a :class:`BudgetUsage`. Print it with ``rich.console.Console().print(...)``.
+``budget`` is a :class:`BudgetUsage`. ``anomalies`` defaults to the blocking flags the
+experiments carry. Print it with ``rich.console.Console().print(...)``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from autolab.reporting.anomalies import Anomaly
+from autolab.reporting.anomalies import BLOCKING, Anomaly, parse_flag
 from autolab.reporting.curves import latest_metrics
 from autolab.reporting.summary import leaderboard
 from autolab_core.models import Direction, Experiment, ExperimentStatus
@@ -75,7 +77,17 @@ def _value(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else str(x)
 
 
-def status_renderable(
+def status_renderable(source: Any, **kwargs: Any) -> Any:
+    """The status screen of a ``Lab`` (everything read from it) or of a list of experiments
+    (then ``metric`` and ``direction`` are required; see :func:`status_from_experiments`)."""
+    if hasattr(source, "load_experiments") and hasattr(source, "config"):
+        from autolab.reporting.lab import lab_status
+
+        return lab_status(source, now=kwargs.get("now"))
+    return status_from_experiments(source, **kwargs)
+
+
+def status_from_experiments(
     experiments: Sequence[Experiment],
     *,
     metric: str,
@@ -146,6 +158,9 @@ def status_renderable(
             btable.add_row(*r)
         parts.append(btable)
 
+    if not anomalies:
+        anomalies = [Anomaly(e.id, flag, reason) for e in experiments for flag, reason in
+                     map(parse_flag, e.flags) if flag in BLOCKING]
     if anomalies:
         atable = Table(title=f"anomalies ({len(anomalies)})", title_justify="left")
         for col in ("experiment", "flag", "reason"):

@@ -15,6 +15,8 @@ Effect and uncertainty: a candidate's value is the mean over its seeds (itself p
 effect is shown when none ran on it). ``effect = direction.improvement(value, base)`` (positive is
 better) and ``uncertainty`` is one standard error of that difference,
 ``sqrt(sb^2/nb + sc^2/nc)``, where a single-seed candidate is assumed as noisy as the base.
+When the noise gate has judged a candidate (``Experiment.effect`` / ``effect_err``), its numbers
+are shown instead, so the report agrees with the promotion decisions.
 """
 
 from __future__ import annotations
@@ -172,12 +174,14 @@ def leaderboard(experiments: Sequence[Experiment], direction: Direction) -> list
         mean = math.fsum(values) / len(values)
         base = bases.get(e.base_commit)
         effect = unc = None
-        if base is not None:
+        if e.effect is not None:  # the noise gate's own verdict wins: the numbers it acted on
+            effect, unc = e.effect, e.effect_err
+        elif base is not None:
             effect = direction.improvement(mean, base.mean)
             s_c = _stdev(values) if len(values) > 1 else base.sigma
             unc = math.sqrt(base.sigma**2 / base.n + s_c**2 / len(values))
         entries.append(Entry(
-            e.id, e.hypothesis.title, e.status.value, mean, values, effect, unc,
+            e.id, e.hypothesis.title, e.verdict or e.status.value, mean, values, effect, unc,
             None if base is None else base.mean, tuple(e.flags),
             e.result.trusted if e.result else True, e.hypothesis.source, e.cost_usd,
         ))
@@ -187,10 +191,13 @@ def leaderboard(experiments: Sequence[Experiment], direction: Direction) -> list
 
 
 def promotions_from(experiments: Iterable[Experiment], direction: Direction) -> list[Promotion]:
-    """Experiments flagged ``promoted`` (or ``promoted:<commit>``), oldest first."""
+    """Candidates with the verdict ``promoted`` (or a ``promoted[:<commit>]`` flag), oldest
+    first."""
     out = []
     for e in experiments:
         flag = next((f for f in e.flags if f == "promoted" or f.startswith("promoted:")), None)
+        if flag is None and e.verdict == "promoted":
+            flag = "promoted"
         if flag is None:
             continue
         at = e.at(ExperimentStatus.FINISHED) or (e.history[-1].at if e.history else 0.0)

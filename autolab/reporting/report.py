@@ -259,7 +259,7 @@ def _leaderboard_html(d: ReportData) -> str:
         rows.append(
             "<tr>" + _td(i, True, i) + _td(e.experiment_id) + _td(e.title)
             + _td(_f(e.value, 6), True, e.value)
-            + _td(_effect(e), True, e.effect if e.effect is not None else float("-inf"))
+            + _td(_effect(e), True, e.effect if e.effect is not None else -1e308)
             + _td(e.n_seeds, True, e.n_seeds) + _td(e.status)
             + f"<td>{flags}{trust}</td></tr>"
         )

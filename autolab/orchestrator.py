@@ -33,7 +33,7 @@ import attrs
 from autolab import gate
 from autolab.agents.base import LabDigest, PatchWriter, Proposer
 from autolab.agents.planner import check_code, check_hypothesis
-from autolab_core.errors import AutolabError, BudgetExceeded, LabError, PatchError
+from autolab_core.errors import AutolabError, BudgetExceeded, LabError, LLMError, PatchError
 from autolab_core.hashing import content_hash
 from autolab_core.interfaces import JobBackend, MetricStore
 from autolab_core.lab import BRANCH_PREFIX, RECORDS, Lab
@@ -170,12 +170,17 @@ class Orchestrator:
     def materialize(self, exp: Experiment, writer: PatchWriter | None = None) -> Experiment | None:
         """Write the patch for a queued candidate and commit it on its branch (or reject)."""
         files = self.lab.files_at(exp.base_commit, self.config.files.editable)
+        writer = writer or self.writer
         try:
-            new_files = (writer or self.writer).write_patch(exp.hypothesis, files)
+            new_files = writer.write_patch(exp.hypothesis, files)
             self._validate(files, new_files)
         except PatchError as exc:
             self.reject(exp, f"invalid patch: {exc}")
             return None
+        written = getattr(writer, "last_result", None)  # an LLM worker's edits, for the record
+        if written is not None and getattr(written, "edits", None):
+            exp = attrs.evolve(exp, hypothesis=attrs.evolve(
+                exp.hypothesis, edits=tuple(dict(e) for e in written.edits)))
         all_code = self.lab.files_at(exp.base_commit, self.code_paths)
         code_hash = content_hash({**all_code, **new_files})
         why = check_code(code_hash, self.experiments(), exp.base_code or "", exp.id)
@@ -619,24 +624,23 @@ class Orchestrator:
                 if not self.candidates_left():
                     continue
                 if exp.base_code != self.main_code():
-                    rebased = self._rebase(exp)
-                    if rebased is None:
-                        continue
-                    exp = rebased
+                    self._rebase(exp)  # the proposal thread re-writes it on the new main
+                    continue
             exp = self.submit(exp)
             if exp.status is not ExperimentStatus.REJECTED:
                 free -= 1
 
-    def _rebase(self, exp: Experiment) -> Experiment | None:
+    def _rebase(self, exp: Experiment) -> None:
+        """Move a queued candidate onto the current main; the pipeline re-writes its patch."""
         main = self.lab.main_commit()
-        moved = attrs.evolve(exp, base_commit=main,
-                             base_code=self.lab.files_hash(main, self.code_paths))
+        moved = attrs.evolve(exp, base_commit=main, commit=None, code_hash=None, patch="",
+                             base_code=self.main_code())
         why = check_hypothesis(exp.hypothesis, [e for e in self.experiments() if e.id != exp.id],
                                moved.base_code or "")
         if why:
             self.reject(moved, why)
-            return None
-        return self.materialize(moved)
+        else:
+            self._put(moved)
 
     def idle(self) -> bool:
         """Nothing running, nothing that may still run."""
@@ -677,7 +681,8 @@ class Orchestrator:
                     self._pipeline.stop()
                 if old is not None:
                     signal.signal(signal.SIGINT, old)
-                self.store.flush()
+                self.store.close()  # flushes; the store's single-writer lock is released
+                self.backend.close()  # running jobs (on_stop="detach") keep running
         return self.experiments()
 
     def _run(self) -> None:
@@ -728,8 +733,11 @@ class Orchestrator:
 class ProposalPipeline:
     """Researcher -> Planner -> Worker, in a background thread, feeding the ready queue."""
 
+    MAX_ERRORS = 3  # Researcher failures in a row before falling back to the knob explorer
+
     def __init__(self, orch: Orchestrator) -> None:
         self.orch = orch
+        self.errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="autolab-proposer", daemon=True)
         self.inbox = orch.lab.state_dir / "inbox.jsonl"
@@ -778,6 +786,18 @@ class ProposalPipeline:
         want = orch.depth - self._queued_candidates()
         try:
             hypotheses = orch.proposer.propose(digest, want)
+            self.errors = 0
+        except LLMError as exc:
+            self.errors += 1
+            orch.say(f"[red]the Researcher failed ({self.errors} in a row): {exc}[/]")
+            if self.errors >= self.MAX_ERRORS and orch.fallback is not None:
+                orch.say("[yellow]switching to the knob explorer[/]")
+                orch.proposer, orch.writer = orch.fallback
+                orch.fallback = None
+            elif self.errors >= self.MAX_ERRORS:
+                orch.exhausted = True
+            self._stop.wait(min(60.0, 2.0 ** self.errors))
+            return False
         except BudgetExceeded as exc:
             if orch.fallback is None:
                 orch.say(f"[yellow]{exc}; no more ideas[/]")

@@ -25,8 +25,8 @@ def git(root: Path, *args: str) -> str:
                           text=True).stdout
 
 
-def quiet(_msg: str) -> None:
-    pass
+def quiet(msg: str) -> None:
+    print(msg)  # shown by pytest only when a test fails
 
 
 def run_lab(lab: Lab, **kw: object) -> tuple[Orchestrator, list[Experiment]]:

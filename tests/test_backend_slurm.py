@@ -23,9 +23,11 @@ import pytest
 
 from autolab.backends.slurm import SlurmBackend
 from autolab_core.errors import ConfigError
-from autolab_core.models import JobSpec, JobStatus
+from autolab_core.lab import Lab
+from autolab_core.models import ExperimentStatus, JobSpec, JobStatus
 from autolab_core.testing import JobBackendContract, make_context, read_all_logs, wait_for
 from tests.slurm_cluster import REPO, job_field, my_active_jobs, require_cluster, sh, wait_until
+from tests.toylab import CONFIG, PREPARE, TRAIN
 
 pytestmark = pytest.mark.slurm
 PY = sys.executable
@@ -252,6 +254,36 @@ def test_job_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
     assert state.status is JobStatus.FAILED
     assert "before its command started" in (state.reason or "")
     assert "/nonexistent/python3" in (state.reason or "")
+
+
+def test_autolab_run_end_to_end_on_slurm(tmp_path: Path) -> None:
+    """The real CLI in a subprocess: baselines and one candidate run as SLURM jobs, are scored."""
+    root = tmp_path / "lab"
+    root.mkdir()
+    (root / "train.py").write_text(TRAIN)
+    (root / "prepare.py").write_text(PREPARE.format(noise=0.01, flat=False))
+    local = '[backend]\nname = "local"\n'
+    assert local in CONFIG
+    config = CONFIG.replace(local, (
+        '[backend]\nname = "slurm"\n\n[backend.slurm]\npartition = "debug"\n'
+        'cpus_per_task = 1\nmem = "512M"\npoll_interval_s = 0.5\n'
+    )).replace("noise_runs = 3", "noise_runs = 2").replace("confirm_runs = 2", "confirm_runs = 1")
+    Lab.init(root, config_text=config)
+    proc = subprocess.run(
+        [PY, "-m", "autolab", "run", "--lab", str(root), "-n", "1", "-w", "3"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend slurm" in proc.stdout
+    finished = [e for e in Lab(root).load_experiments() if e.status is ExperimentStatus.FINISHED]
+    assert {e.role for e in finished} >= {"baseline", "candidate"}, proc.stdout
+    for exp in finished:
+        assert exp.result is not None and exp.result.trusted
+        assert exp.handle is not None and exp.handle.backend == "slurm"
+        assert job_field(exp.handle.job_id, "Name") == f"autolab-toy-{exp.id}"
+        assert job_field(exp.handle.job_id, "State") == "COMPLETED"
+        assert exp.hardware.get("node") == socket.gethostname().split(".")[0]
+    assert Lab(root).scores()
 
 
 # -- last: the wall-time job has had a minute by now ---------------------------------------------

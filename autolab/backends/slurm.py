@@ -17,7 +17,9 @@ import getpass
 import importlib.util
 import logging
 import re
+import shlex
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +44,9 @@ _ENDED = _KILLED | {"COMPLETED", "FAILED", "SPECIAL_EXIT"}
 #: Seconds to wait for a job's exit record after SLURM says it ended (shared filesystems such as
 #: NFS show another host's new files a little late).
 EXIT_RECORD_GRACE_S = 15.0
+#: Seconds before trying sbatch again after it failed for a reason other than the options (an
+#: unreachable controller makes each try take ~10 s).
+PUMP_BACKOFF_S = 30.0
 
 
 def _safe_name(text: str) -> str:
@@ -75,6 +80,8 @@ class SlurmBackend(JobBackend):
         self._hardware: dict[str, dict[str, str]] = {}
         self._ended_seen: dict[str, float] = {}
         self._recent: dict[str, float] = {}  # job id -> when this instance submitted it
+        self._pump_error: str | None = None
+        self._pump_retry_at = float("-inf")
 
     # -- availability ------------------------------------------------------------------------
     @classmethod
@@ -202,32 +209,44 @@ class SlurmBackend(JobBackend):
         )
 
     def _pump(self, strict: bool = False) -> None:
-        """Submit waiting runs while there is room (call with the store lock held)."""
+        """Submit waiting runs while there is room (call with the store lock held).
+
+        An options error fails the runs concerned (and is raised when ``strict``: from
+        ``submit``); anything else (the controller is down, the QOS is full) leaves them
+        queued for the next call.
+        """
         queued = self.store.queued()
-        if not queued:
+        if not queued or time.monotonic() < self._pump_retry_at:
             return
-        room = len(queued)
-        if self.opts.max_queued is not None:
-            room = max(0, self.opts.max_queued - self._active_count())
-        batch: list[RunDir] = []
-        for entry, run in queued[:room]:
-            if run.final() is not None or run.cancelled or not run.exists():
-                entry.unlink(missing_ok=True)
-            elif not self._recovered(run):
-                batch.append(run)
-        groups: dict[str, list[RunDir]] = {}
-        for run in batch:
-            key = repr(sorted(self._params(run.spec).items())) if self.opts.array else run.token
-            groups.setdefault(key, []).append(run)
-        for runs in groups.values():
-            try:
-                self._sbatch(runs)
-            except ConfigError as exc:
-                if strict:
-                    raise
-                for run in runs:
-                    self.store.dequeue(run)
-                    self._set_final(run, JobState(JobStatus.FAILED, reason=str(exc)))
+        try:
+            room = len(queued)
+            if self.opts.max_queued is not None:
+                active = self._active_count()
+                room = max(0, self.opts.max_queued - active) if self._rows_ok else 0
+            batch: list[RunDir] = []
+            for entry, run in queued[:room]:
+                if run.final() is not None or run.cancelled or not run.exists():
+                    entry.unlink(missing_ok=True)
+                elif not self._recovered(run):
+                    batch.append(run)
+            groups: dict[str, list[RunDir]] = {}
+            for run in batch:
+                key = repr(sorted(self._params(run.spec).items())) if self.opts.array else run.token
+                groups.setdefault(key, []).append(run)
+            for runs in groups.values():
+                try:
+                    self._sbatch(runs)
+                except ConfigError as exc:
+                    if strict:
+                        raise
+                    for run in runs:
+                        self.store.dequeue(run)
+                        self._set_final(run, JobState(JobStatus.FAILED, reason=str(exc)))
+            self._pump_error = None
+        except BackendError as exc:
+            log.warning("slurm backend: submission postponed by %g s: %s", PUMP_BACKOFF_S, exc)
+            self._pump_error = str(exc)
+            self._pump_retry_at = time.monotonic() + PUMP_BACKOFF_S
 
     def _sbatch(self, runs: list[RunDir]) -> None:
         import submitit
@@ -249,7 +268,7 @@ class SlurmBackend(JobBackend):
         def call(run: RunDir) -> Any:
             s = run.spec
             return executor.submit(
-                run_job, str(run.path), list(s.command), s.workdir, dict(s.env), s.time_limit_s
+                run_job, str(run.path), self._command(s), s.workdir, dict(s.env), s.time_limit_s
             )
 
         try:
@@ -262,9 +281,23 @@ class SlurmBackend(JobBackend):
             for run in runs:
                 run.clear_submitting()
             refusal = cli.sbatch_error_lines(str(exc))
+            if re.search(r"submit limit|MaxSubmit|QOSMax", refusal, re.IGNORECASE):
+                raise BackendError(
+                    f"the QOS takes no more jobs now ({refusal}); set [backend.slurm] "
+                    "max_queued below its MaxSubmitJobs to wait locally instead"
+                ) from None
+            if cli.option_at_fault(refusal) is None:
+                raise BackendError(f"sbatch failed: {refusal}") from None
             raise ConfigError(self._options_message(refusal, runs[0].spec)) from None
         for run, job in zip(runs, jobs, strict=True):
             self._record(run, str(job.job_id))
+
+    def _command(self, spec: JobSpec) -> list[str]:
+        """The job's argv; this interpreter is replaced by ``[backend.slurm] python`` if set."""
+        command = list(spec.command)
+        if self.opts.python and command and command[0] == sys.executable:
+            command[:1] = shlex.split(self.opts.python)
+        return command
 
     def _record(self, run: RunDir, job_id: str) -> None:
         run.add_attempt(job_id)
@@ -300,7 +333,6 @@ class SlurmBackend(JobBackend):
         """Our user's jobs that count against the queue limit (pending or running)."""
         self._refresh(max_age=self.opts.poll_interval_s)
         active = sum(1 for r in self._rows.values() if r.state not in _ENDED)
-        self._recent = {j: t for j, t in self._recent.items() if t >= self._rows_wall}
         return active + sum(1 for j in self._recent if j not in self._rows)
 
     # -- watching ----------------------------------------------------------------------------
@@ -315,6 +347,7 @@ class SlurmBackend(JobBackend):
             self._rows_ok = False
             return
         self._rows_ok, self._rows_at, self._rows_wall = True, time.monotonic(), wall
+        self._recent = {j: t for j, t in self._recent.items() if t >= wall}
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
         runs = {h.job_id: self._run(h) for h in handles}
@@ -381,10 +414,9 @@ class SlurmBackend(JobBackend):
             if run.cancelled:
                 return self._set_final(
                     run, JobState(JobStatus.CANCELLED, reason="cancelled before it was submitted"))
-            return JobState(
-                JobStatus.PENDING,
-                reason=f"waiting for room in the SLURM queue (max_queued = {self.opts.max_queued})",
-            )
+            reason = (f"waiting to submit: {self._pump_error}" if self._pump_error else
+                      f"waiting for room in the SLURM queue (max_queued = {self.opts.max_queued})")
+            return JobState(JobStatus.PENDING, reason=reason)
         current = attempts[-1]
         job_id = current["job_id"]
         row = self._rows.get(job_id) or self._acct.get(job_id)

@@ -360,11 +360,26 @@ class Orchestrator:
             exp = self._read_logs(exp, final=state.status.terminal)
             if state.status.terminal:
                 self._finish(exp, state)
-            elif self.reporter is not None:
-                reason = self.reporter.should_prune(exp, self.experiments())
-                if reason:
-                    self.backend.cancel(exp.handle)
-                    exp = self._put(attrs.evolve(exp, reason=reason))
+        if self.reporter is not None:
+            self._review()
+
+    def _review(self) -> None:
+        """The Reporter's look at running jobs: flag anomalies, prune hopeless candidates."""
+        assert self.reporter is not None
+        found = self.reporter.tick(self.experiments())
+        for exp_id, flags in found.flags.items():
+            exp = self.exps[exp_id]
+            self._put(attrs.evolve(exp, flags=tuple(dict.fromkeys((*exp.flags, *flags)))))
+            for flag in flags:
+                self.say(f"[yellow]anomaly[/] {exp_id}: {flag}")
+                self._notify("autolab_anomaly", experiment=exp, flag=flag.split(":")[0],
+                             reason=flag)
+        for exp_id, reason in found.prunes.items():
+            exp = self.exps[exp_id]
+            if exp.handle is not None and not exp.done:
+                self.backend.cancel(exp.handle)
+                self._put(attrs.evolve(exp, reason=reason))
+                self.say(f"[yellow]{reason}[/] ({exp_id})")
 
     def _read_logs(self, exp: Experiment, final: bool) -> Experiment:
         assert exp.handle is not None
@@ -396,8 +411,6 @@ class Orchestrator:
             time.sleep(0.25)
         if points:
             self.store.append(points)
-            if self.reporter is not None:
-                self.reporter.on_points(exp, points)
         return self._put(exp)
 
     def _finish(self, exp: Experiment, state: JobState) -> None:

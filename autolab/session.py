@@ -93,5 +93,5 @@ def build_orchestrator(
 
     return Orchestrator(
         lab, backend, store, proposer, writer, options, plugins=pm, say=say,
-        reporter=Reporter.from_config(lab.config), fallback=fallback,
+        reporter=Reporter.from_config(lab.config, store), fallback=fallback,
     )

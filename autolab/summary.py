@@ -38,12 +38,12 @@ def print_summary(lab: Lab, experiments: Sequence[Experiment], console: Any) -> 
 
 
 def print_status(lab: Lab, console: Any) -> None:
-    from autolab.reporting.status import status_renderable
+    from autolab.reporting.lab import lab_status
 
-    console.print(status_renderable(lab))
+    console.print(lab_status(lab))
 
 
 def write_report(lab: Lab, out: Path) -> list[Path]:
-    from autolab.reporting.report import write_lab_report
+    from autolab.reporting.lab import write_lab_report
 
     return write_lab_report(lab, out)

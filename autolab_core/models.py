@@ -287,6 +287,11 @@ class Experiment:
     nonce: str | None = None
 
     @property
+    def base_key(self) -> str:
+        """What the experiment was compared against: main's code hash, else its commit."""
+        return self.base_code or self.base_commit
+
+    @property
     def status(self) -> ExperimentStatus:
         return self.history[-1].status if self.history else ExperimentStatus.QUEUED
 

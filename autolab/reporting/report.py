@@ -152,14 +152,14 @@ def collect(
     proms = list(promotions) if promotions is not None else promotions_from(experiments, direction)
     first = min((e for e in experiments if e.role == "baseline" and e.result is not None),
                 key=lambda e: e.history[0].at if e.history else 0.0, default=None)
-    base0 = base_stats(experiments, first.base_commit) if first else None
+    base0 = base_stats(experiments, first.base_key) if first else None
     main_line: list[tuple[float, float]] = []
     if base0 is not None and first is not None:
         main_line.append((first.history[0].at if first.history else now, base0.mean))
     main_line += [(p.at, p.value) for p in proms if p.value is not None]
     latest = max((e for e in experiments if e.role == "baseline" and e.result is not None),
                  key=lambda e: e.history[-1].at if e.history else 0.0, default=None)
-    base = base_stats(experiments, latest.base_commit) if latest else None
+    base = base_stats(experiments, latest.base_key) if latest else None
     segs = gantt_segments(experiments, now)
     uses, overall = utilisation(segs)
     if len(segs) > MAX_GANTT_BARS:

@@ -8,7 +8,7 @@ API::
 ``metrics`` is a metric store (or a table / MetricPoints); only the curves needed are queried:
 ``options.metric`` and ``options.throughput_metric`` of the running experiments, of those in
 ``job_states`` (jobs that just ended: pass their final :class:`JobState` and optionally the log
-tail), of the finished baseline runs on the same ``base_commit`` and of up to ``max_peers``
+tail), of the finished baseline runs on the same base (``Experiment.base_key``) and of up to ``max_peers``
 recent experiments on it (the early-stopping peers). A flag an experiment already carries in
 ``Experiment.flags`` is not reported again. The orchestrator copies ``anomaly.flag`` into
 ``Experiment.flags`` (which blocks promotion, see :func:`.anomalies.needs_human`) and stops the
@@ -57,8 +57,8 @@ def review(
                if e.status is ExperimentStatus.STARTED or e.id in job_states]
     if not targets:
         return Review([], [])
-    commits = {e.base_commit for e in targets}
-    same_main = [e for e in experiments if e.base_commit in commits]
+    commits = {e.base_key for e in targets}
+    same_main = [e for e in experiments if e.base_key in commits]
     baselines = [e for e in same_main
                  if e.role == "baseline" and e.status is ExperimentStatus.FINISHED]
     peers = sorted((e for e in same_main if e.status in (
@@ -70,7 +70,7 @@ def review(
     found: list[Anomaly] = []
     prunes: list[PruneDecision] = []
     for e in targets:
-        base = [b for b in baselines if b.base_commit == e.base_commit]
+        base = [b for b in baselines if b.base_key == e.base_key]
         base_curves = [curves.get(b.id, {}) for b in base]
         base_values = [b.result.value for b in base if b.result is not None]
         for a in detect(e, curves.get(e.id, {}), base_curves, options=options, now=now,
@@ -81,7 +81,7 @@ def review(
                 found.append(a)
         if e.status is ExperimentStatus.STARTED:
             peer_curves: dict[str, Curve] = {
-                p.id: c for p in peers if p.base_commit == e.base_commit and p.id != e.id
+                p.id: c for p in peers if p.base_key == e.base_key and p.id != e.id
                 and (c := curves.get(p.id, {}).get(options.metric)) is not None}
             d = decide(e, curves.get(e.id, {}).get(options.metric), peer_curves, options)
             if d is not None:

@@ -2,7 +2,7 @@
 
 API::
 
-    base_stats(experiments, base_commit=None) -> BaseStats | None
+    base_stats(experiments, base_key=None) -> BaseStats | None
     leaderboard(experiments, direction) -> list[Entry]         # best effect first
     promotions_from(experiments, direction) -> list[Promotion]  # flag "promoted[:<commit>]"
     gantt_segments(experiments, now) -> list[Segment]
@@ -11,7 +11,7 @@ API::
     pruned_savings(experiments) -> float                        # seconds saved by pruning
 
 Effect and uncertainty: a candidate's value is the mean over its seeds (itself plus its
-``confirm`` runs); the base is the mean of the baseline runs of the same ``base_commit`` (no
+``confirm`` runs); the base is the mean of the baseline runs of the same base (``Experiment.base_key``) (no
 effect is shown when none ran on it). ``effect = direction.improvement(value, base)`` (positive is
 better) and ``uncertainty`` is one standard error of that difference,
 ``sqrt(sb^2/nb + sc^2/nc)``, where a single-seed candidate is assumed as noisy as the base.
@@ -134,15 +134,15 @@ def _result_value(e: Experiment) -> float | None:
     return e.result.value if e.result is not None and _finite(e.result.value) else None
 
 
-def base_stats(experiments: Iterable[Experiment], base_commit: str | None = None
+def base_stats(experiments: Iterable[Experiment], base_key: str | None = None
                ) -> BaseStats | None:
-    """Results of main's baseline runs on ``base_commit`` (None if none ran there; every
-    baseline when ``base_commit`` is None)."""
-    runs = [(e.base_commit, v) for e in experiments
+    """Results of main's baseline runs on ``base_key`` (None if none ran there; every
+    baseline when ``base_key`` is None)."""
+    runs = [(e.base_key, v) for e in experiments
             if e.role == "baseline" and (v := _result_value(e)) is not None]
-    if base_commit is not None:
-        same = tuple(v for c, v in runs if c == base_commit)
-        return BaseStats(same, base_commit) if same else None
+    if base_key is not None:
+        same = tuple(v for c, v in runs if c == base_key)
+        return BaseStats(same, base_key) if same else None
     return BaseStats(tuple(v for _, v in runs)) if runs else None
 
 
@@ -150,7 +150,7 @@ def _bases_by_commit(experiments: Iterable[Experiment]) -> dict[str, BaseStats]:
     by: dict[str, list[float]] = {}
     for e in experiments:
         if e.role == "baseline" and (v := _result_value(e)) is not None:
-            by.setdefault(e.base_commit, []).append(v)
+            by.setdefault(e.base_key, []).append(v)
     return {c: BaseStats(tuple(v), c) for c, v in by.items()}
 
 
@@ -172,7 +172,7 @@ def leaderboard(experiments: Sequence[Experiment], direction: Direction) -> list
             continue
         values = (value, *seeds.get(e.id, ()))
         mean = math.fsum(values) / len(values)
-        base = bases.get(e.base_commit)
+        base = bases.get(e.base_key)
         effect = unc = None
         if e.effect is not None:  # the noise gate's own verdict wins: the numbers it acted on
             effect, unc = e.effect, e.effect_err

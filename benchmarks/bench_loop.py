@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from autolab.orchestrator import RunOptions  # noqa: E402
-from autolab.session import build_orchestrator  # noqa: E402
-from autolab_core.lab import Lab  # noqa: E402
-from autolab_core.models import Experiment, ExperimentStatus  # noqa: E402
+from autolab.orchestrator import RunOptions
+from autolab.session import build_orchestrator
+from autolab_core.lab import Lab
+from autolab_core.models import Experiment, ExperimentStatus
 
 
 def busy_fraction(exps: list[Experiment], slots: int) -> tuple[float, float, int]:

@@ -6,6 +6,7 @@ Nothing here imitates SLURM: the helpers run the real ``sinfo``, ``squeue``, ``s
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import shutil
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 UP_HINT = "run `scripts/local-slurm.sh up` (as root) first, or set AUTOLAB_SKIP_SLURM=1 to skip"
 
 
+@functools.cache
 def cluster_problem() -> str | None:
     """None when the local cluster answers and its node takes jobs; otherwise what is wrong."""
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:

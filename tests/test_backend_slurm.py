@@ -11,6 +11,7 @@ long-running wall-time job starts, because an exclusive urgent job would preempt
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +22,10 @@ from typing import Any
 
 import pytest
 
-from autolab.backends.slurm import SlurmBackend
+from autolab.backends import slurm_cli
+from autolab.backends.slurm import SlurmBackend, _complete_utf8
+from autolab.backends.slurm_options import SlurmOptions, parse_sbatch_args
+from autolab_core.config import parse_options
 from autolab_core.errors import ConfigError
 from autolab_core.lab import Lab
 from autolab_core.models import ExperimentStatus, JobSpec, JobStatus
@@ -29,15 +33,16 @@ from autolab_core.testing import JobBackendContract, make_context, read_all_logs
 from tests.slurm_cluster import REPO, job_field, my_active_jobs, require_cluster, sh, wait_until
 from tests.toylab import CONFIG, PREPARE, TRAIN
 
-pytestmark = pytest.mark.slurm
+slurm = pytest.mark.slurm
 PY = sys.executable
 LAB = "slurmtest"
 WALLTIME_NAME = f"autolab-{LAB}-walltime"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cluster() -> None:
-    require_cluster()
+@pytest.fixture(autouse=True)
+def _cluster(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("slurm"):
+        require_cluster()
 
 
 def make(tmp_path: Path, **options: Any) -> SlurmBackend:
@@ -51,7 +56,72 @@ def spec(tmp_path: Path, code: str, **kw: Any) -> JobSpec:
     return JobSpec(command=(PY, "-c", code), workdir=str(workdir), **kw)
 
 
+# -- without the cluster: parsing and validation ----------------------------------------------
+def test_options_are_validated_naming_the_option(tmp_path: Path) -> None:
+    bad = {
+        "mem": ("4 gigs", "mem = '4 gigs' is not a SLURM memory size"),
+        "sbatch_args": (["-x"], "sbatch_args entry '-x' is not a long sbatch option"),
+        "max_queued": (0, "max_queued must be positive"),
+        "cpus_per_task": ("2", "cpus_per_task = '2' has the wrong type"),
+        "time_limit": ("forever", "time_limit: expected a duration"),
+        "partition": ("", "partition is empty"),
+        "qeue": ("x", "unknown key 'qeue'; valid keys: account, array"),
+    }
+    for key, (value, message) in bad.items():
+        with pytest.raises(ConfigError, match=re.escape(f"[backend.slurm] {message}")):
+            SlurmBackend({key: value}, make_context(tmp_path))
+    opts = parse_options(SlurmOptions, {"time_limit": "90m", "sbatch-args": ["--exclusive",
+                                        "--reservation=ml"]}, "backend.slurm")
+    assert opts.minutes(30) == 90 and SlurmOptions().minutes(30) == 3
+    assert SlurmOptions().minutes(None) is None
+    assert parse_sbatch_args(opts.sbatch_args) == {"exclusive": True, "reservation": "ml"}
+
+
+def test_available_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert "sbatch is not on PATH" in (SlurmBackend.available() or "")
+
+
+def test_squeue_and_sacct_output_parsing() -> None:
+    text = ("12_3|RUNNING|None|0|2026-11-27T13:18:43|2026-11-27T14:18:43|vm|autolab-x-e1|/a|b|\n"
+            "13|PENDING|BeginTime|2|N/A|N/A||autolab-x-e2|(null)|\n")
+    rows = slurm_cli.parse_squeue(text)
+    assert rows["12_3"].state == "RUNNING" and rows["12_3"].nodes == "vm"
+    assert rows["12_3"].comment == "/a|b" and rows["12_3"].start is not None
+    assert rows["13"].restarts == 2 and rows["13"].start is None and rows["13"].comment == ""
+    acct = slurm_cli.parse_sacct("7|CANCELLED by 0|0:15|2026-11-27T13:18:43|Unknown|vm|n\n")
+    assert acct["7"].state == "CANCELLED" and acct["7"].exit_code == 0 and acct["7"].end is None
+
+
+def test_sbatch_refusals_name_the_option() -> None:
+    """The messages are SLURM 22.05's own, captured from the local cluster."""
+    cases = {
+        "sbatch: error: Batch job submission failed: Requested time limit is invalid "
+        "(missing or exceeds some limit)": "time_limit",
+        "sbatch: error: invalid partition specified: nope": "partition",
+        "sbatch: error: Memory specification can not be satisfied; sbatch: error: Batch job "
+        "submission failed: Requested node configuration is not available": "mem",
+        "sbatch: error: Batch job submission failed: More processors requested than permitted":
+            "cpus_per_task",
+        "sbatch: error: Invalid generic resource (gres) specification": "gpus_per_task",
+        "sbatch: error: Batch job submission failed: Invalid feature specification": "constraint",
+        "sbatch: error: Batch job submission failed: Invalid qos specification": "qos",
+        "sbatch: error: Batch job submission failed: Invalid account or account/partition "
+        "combination specified": "account",
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller": None,
+    }
+    for message, option in cases.items():
+        assert slurm_cli.option_at_fault(message) == option, message
+
+
+def test_logs_never_split_a_character() -> None:
+    data = "é€😀".encode()
+    assert [_complete_utf8(data[:n]) for n in range(len(data) + 1)] == [
+        0, 0, 2, 2, 2, 5, 5, 5, 5, 9]
+
+
 # -- first: real preemption (it would also preempt the wall-time job started below) ----------
+@slurm
 def test_preempted_job_is_resubmitted_under_the_same_handle(tmp_path: Path) -> None:
     b = make(tmp_path, max_retries=1)
     code = "import os, time; print('attempt', os.environ['SLURM_JOB_ID'], flush=True); time.sleep(60)"
@@ -79,6 +149,7 @@ def test_preempted_job_is_resubmitted_under_the_same_handle(tmp_path: Path) -> N
 # -- a job that only SLURM's own wall time stops; it runs while the other tests do ------------
 @pytest.fixture(scope="module")
 def walltime_job(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    require_cluster()  # module fixtures run before the per-test check
     tmp = tmp_path_factory.mktemp("walltime")
     b = make(tmp, time_limit="1m")  # SLURM --time=1; the spec has no limit of its own
     code = "import time; print('sleeping', flush=True); time.sleep(600)"
@@ -87,11 +158,13 @@ def walltime_job(tmp_path_factory: pytest.TempPathFactory) -> Any:
     b.cancel(h)
 
 
+@slurm
 def test_walltime_job_runs(walltime_job: Any) -> None:
     b, h = walltime_job
     assert wait_for(b, h, lambda s: s.status is not JobStatus.PENDING).status is JobStatus.RUNNING
 
 
+@slurm
 class TestSlurmContract(JobBackendContract):
     timeout = 60.0
 
@@ -99,6 +172,7 @@ class TestSlurmContract(JobBackendContract):
         return make(tmp_path)
 
 
+@slurm
 def test_hardware_and_logs_while_running(tmp_path: Path) -> None:
     b = make(tmp_path)
     h = b.submit(spec(tmp_path, "import time; print('first', flush=True); time.sleep(3); print('last')"))
@@ -108,12 +182,14 @@ def test_hardware_and_logs_while_running(tmp_path: Path) -> None:
     assert state.hardware["node"] == socket.gethostname().split(".")[0]
     assert state.hardware["cpu"] and state.hardware["slurm_job_id"] == h.job_id
     assert "gpu" not in state.hardware  # this machine has none (nvidia-smi is absent)
+    assert job_field(h.job_id, "TimeLimit") == "1:00:00"  # no limit asked: the partition's
     assert wait_for(b, h).status is JobStatus.SUCCEEDED
     assert b.slot_of(h) == state.hardware["node"]
     fresh = make(tmp_path)  # no memory: the final state comes from the files
     assert fresh.poll([h])[h.job_id].status is JobStatus.SUCCEEDED
 
 
+@slurm
 def test_requeued_job_is_retried_then_given_up(tmp_path: Path) -> None:
     """``scontrol requeue`` is what SLURM does to a job on preemption with PreemptMode=REQUEUE."""
     b = make(tmp_path, max_retries=1)
@@ -124,26 +200,14 @@ def test_requeued_job_is_retried_then_given_up(tmp_path: Path) -> None:
     sh("scontrol", "requeue", h.job_id)
     state = wait_for(b, h, lambda s: s.status is JobStatus.PENDING)
     assert "requeued by SLURM" in (state.reason or "") and "retry 1 of 1" in (state.reason or "")
-    release(h.job_id)
+    # SLURM restarts a requeued job after cred_expire (5 s on the local cluster, 120 s default)
     wait_until(lambda: "run 1" in b.logs(h).text, what="the second run")
+    assert "--- autolab: retry on SLURM job" in b.logs(h).text
     sh("scontrol", "requeue", h.job_id)
     state = wait_for(b, h)
     assert state.status is JobStatus.PREEMPTED, state
     assert "gave up after max_retries = 1" in (state.reason or "")
     wait_until(lambda: job_field(h.job_id, "State") == "CANCELLED", what="the job to be cancelled")
-
-
-def release(job_id: str) -> None:
-    """SLURM holds a requeued job for ~2 minutes (BeginTime); let it start now."""
-
-    def running() -> bool:
-        if job_field(job_id, "State") == "RUNNING":
-            return True
-        if job_field(job_id, "State") == "PENDING":
-            sh("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
-        return False
-
-    wait_until(running, timeout=30, interval=0.3, what=f"requeued job {job_id} to run again")
 
 
 CRASH = """
@@ -162,6 +226,7 @@ b.submit(JobSpec(sys.argv[2], (sys.executable, "-c", "print('ran once')"), str(t
 """
 
 
+@slurm
 def test_crash_between_sbatch_and_record_never_submits_twice(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     exp_id = f"crashy-{uuid.uuid4().hex[:6]}"  # job names must not collide with earlier runs
@@ -181,6 +246,7 @@ def test_crash_between_sbatch_and_record_never_submits_twice(tmp_path: Path) -> 
     assert again is not None and again.experiment_id == exp_id
 
 
+@slurm
 def test_max_queued_keeps_the_rest_waiting_locally(tmp_path: Path) -> None:
     # The limit counts all of the user's jobs: let earlier tests' jobs end (SLURM finishes a job
     # a moment after its exit record said it was done), leaving only the wall-time job.
@@ -211,6 +277,7 @@ def test_max_queued_keeps_the_rest_waiting_locally(tmp_path: Path) -> None:
         assert f"job {i}" in read_all_logs(b, h)
 
 
+@slurm
 def test_submit_many_as_one_job_array_with_setup_lines(tmp_path: Path) -> None:
     b = make(tmp_path, array=True, setup=["export AUTOLAB_SETUP_RAN=yes"])
     code = "import os, sys; print('task', sys.argv[1], os.environ['AUTOLAB_SETUP_RAN'])"
@@ -225,13 +292,16 @@ def test_submit_many_as_one_job_array_with_setup_lines(tmp_path: Path) -> None:
     assert b.find("wave1").job_id == f"{array_id}_1"  # type: ignore[union-attr]
 
 
+@slurm
 def test_options_slurm_refuses_name_the_option(tmp_path: Path) -> None:
     work = spec(tmp_path, "print(1)")
     b = make(tmp_path, time_limit="2h")  # the debug partition allows 60 min
     assert "time_limit" in (b.check() or "")
     with pytest.raises(ConfigError, match=r"\[backend.slurm\] time_limit = 7200 s: SLURM refused"):
         b.submit(work)
-    assert not b.store.has_queue()  # nothing of the refused job lingers
+    assert not b.store.has_queue()  # nothing of the refused job lingers or waits forever
+    refused = b.find(work.experiment_id)
+    assert refused is not None and b.poll([refused])[refused.job_id].status is JobStatus.FAILED
     with pytest.raises(ConfigError, match=r"time_limit: SLURM refused a wall time of 182 min"):
         make(tmp_path).submit(spec(tmp_path, "print(1)", time_limit_s=3 * 3600))
     with pytest.raises(ConfigError, match=r"mem = '900G': SLURM refused"):
@@ -247,6 +317,7 @@ def test_options_slurm_refuses_name_the_option(tmp_path: Path) -> None:
     assert make(tmp_path, partition="debug", mem="1G", cpus_per_task=1).check() is None
 
 
+@slurm
 def test_job_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
     b = make(tmp_path, python="/nonexistent/python3")
     h = b.submit(spec(tmp_path, "print('never')"))
@@ -256,6 +327,7 @@ def test_job_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
     assert "/nonexistent/python3" in (state.reason or "")
 
 
+@slurm
 def test_autolab_run_end_to_end_on_slurm(tmp_path: Path) -> None:
     """The real CLI in a subprocess: baselines and one candidate run as SLURM jobs, are scored."""
     root = tmp_path / "lab"
@@ -287,6 +359,7 @@ def test_autolab_run_end_to_end_on_slurm(tmp_path: Path) -> None:
 
 
 # -- last: the wall-time job has had a minute by now ---------------------------------------------
+@slurm
 def test_slurm_wall_time_is_a_timeout(walltime_job: Any) -> None:
     b, h = walltime_job
     state = wait_for(b, h, timeout=150, interval=0.5)

@@ -141,10 +141,11 @@ class SlurmBackend(JobBackend):
             for run in runs:
                 self.store.enqueue(run)
             try:
-                self._pump(strict=True)
-            except Exception:
-                for run in runs:  # nothing of a refused submission may linger in the queue
+                self._pump(raise_for=runs)
+            except Exception as exc:
+                for run in runs:  # nothing of a refused submission may linger or wait forever
                     self.store.dequeue(run)
+                    self._set_final(run, JobState(JobStatus.FAILED, reason=f"not submitted: {exc}"))
                 raise
             handles = []
             for run in runs:
@@ -176,7 +177,8 @@ class SlurmBackend(JobBackend):
         }
         if not params["gpus_per_task"]:
             params["gpus_per_task"] = None
-        return {k: v for k, v in params.items() if v is not None}
+        # "time" stays even when None: submitit would otherwise ask for its default, 5 minutes
+        return {k: v for k, v in params.items() if v is not None or k == "time"}
 
     def _flags(self, spec: JobSpec | None = None) -> list[str]:
         """The sbatch flags of ``_params`` (for ``sbatch --test-only``)."""
@@ -185,7 +187,7 @@ class SlurmBackend(JobBackend):
         extra.pop("signal", None)
         params.pop("signal_delay_s", None)
         params.pop("setup", None)
-        flags = [f"--{k.replace('_', '-')}={v}" for k, v in params.items()]
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in params.items() if v is not None]
         flags += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in extra.items()]
         return flags
 
@@ -208,12 +210,12 @@ class SlurmBackend(JobBackend):
             "(see the partition's limits with `scontrol show partition`)"
         )
 
-    def _pump(self, strict: bool = False) -> None:
+    def _pump(self, raise_for: Sequence[RunDir] = ()) -> None:
         """Submit waiting runs while there is room (call with the store lock held).
 
-        An options error fails the runs concerned (and is raised when ``strict``: from
-        ``submit``); anything else (the controller is down, the QOS is full) leaves them
-        queued for the next call.
+        An options error fails the runs concerned, and is raised if one of them is in
+        ``raise_for`` (the runs ``submit`` is queuing); anything else (the controller is down,
+        the QOS is full) leaves them queued for a later call.
         """
         queued = self.store.queued()
         if not queued or time.monotonic() < self._pump_retry_at:
@@ -237,7 +239,7 @@ class SlurmBackend(JobBackend):
                 try:
                     self._sbatch(runs)
                 except ConfigError as exc:
-                    if strict:
+                    if {r.path for r in runs} & {r.path for r in raise_for}:
                         raise
                     for run in runs:
                         self.store.dequeue(run)
@@ -414,6 +416,9 @@ class SlurmBackend(JobBackend):
             if run.cancelled:
                 return self._set_final(
                     run, JobState(JobStatus.CANCELLED, reason="cancelled before it was submitted"))
+            if not self.store.is_queued(run) and run.submitting() is None:
+                return self._set_final(run, JobState(
+                    JobStatus.FAILED, reason="never submitted (the submitting process stopped first)"))
             reason = (f"waiting to submit: {self._pump_error}" if self._pump_error else
                       f"waiting for room in the SLURM queue (max_queued = {self.opts.max_queued})")
             return JobState(JobStatus.PENDING, reason=reason)
@@ -582,15 +587,15 @@ class SlurmBackend(JobBackend):
             for row in sorted(rows.values(), key=lambda r: int(r.job_id.split("_")[0]), reverse=True):
                 if row.comment and RunDir(row.comment).exists():
                     run = RunDir(row.comment)
-                    if row.job_id not in {a["job_id"] for a in run.attempts()}:
+                    known = {a["job_id"] for a in run.attempts()}
+                    if row.job_id not in known and run.final() is None:
                         self._record(run, row.job_id)  # a crash between sbatch and recording it
                     return run.handle(self.name)
-            runs = self.store.runs_for(experiment_id)
-            if runs:
-                run = runs[-1]
+            for run in reversed(self.store.runs_for(experiment_id)):
                 self._recovered(run)
-                return run.handle(self.name)
-        return None
+                if run.attempts() or self.store.is_queued(run) or run.final() is not None:
+                    return run.handle(self.name)
+        return None  # never reached the queue: submitting it again is safe
 
     def slot_of(self, handle: JobHandle) -> str:
         try:

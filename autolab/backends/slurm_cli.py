@@ -162,13 +162,13 @@ def sinfo_partitions() -> list[str]:
 # sbatch's refusal messages -> the [backend.slurm] option to fix
 _OPTION_ERRORS: tuple[tuple[str, str], ...] = (
     (r"time limit", "time_limit"),
+    (r"account", "account"),  # before partition: "Invalid account or account/partition ..."
     (r"partition", "partition"),
     (r"memory|mem-per", "mem"),
     (r"processors|cpus|cpu count", "cpus_per_task"),
     (r"gres|gpu", "gpus_per_task"),
     (r"feature|constraint", "constraint"),
     (r"qos|quality of service", "qos"),
-    (r"account", "account"),
     (r"node configuration", "cpus_per_task, mem, gpus_per_task or constraint"),
 )
 

@@ -226,6 +226,9 @@ class Store:
     def has_queue(self) -> bool:
         return any((self.root / "queue").glob("*.json"))
 
+    def is_queued(self, run: RunDir) -> bool:
+        return any((self.root / "queue").glob(f"*-{run.token}.json"))
+
     def dequeue(self, run: RunDir) -> bool:
         """Remove ``run``'s queue entries; True when there were any."""
         found = False

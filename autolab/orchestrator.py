@@ -33,6 +33,7 @@ import attrs
 from autolab import gate
 from autolab.agents.base import LabDigest, PatchWriter, Proposer
 from autolab.agents.planner import check_code, check_hypothesis
+from autolab.reporting.anomalies import needs_human
 from autolab_core.errors import AutolabError, BudgetExceeded, LabError, LLMError, PatchError
 from autolab_core.hashing import content_hash
 from autolab_core.interfaces import JobBackend, MetricStore
@@ -367,9 +368,13 @@ class Orchestrator:
         """The Reporter's look at running jobs: flag anomalies, prune hopeless candidates."""
         assert self.reporter is not None
         found = self.reporter.tick(self.experiments())
-        for exp_id, flags in found.flags.items():
+        for exp_id, new in found.flags.items():
             exp = self.exps[exp_id]
-            self._put(attrs.evolve(exp, flags=tuple(dict.fromkeys((*exp.flags, *flags)))))
+            seen = {f.split(":")[0] for f in exp.flags}
+            flags = [f for f in new if f.split(":")[0] not in seen]  # one report per kind
+            if not flags:
+                continue
+            self._put(attrs.evolve(exp, flags=(*exp.flags, *flags)))
             for flag in flags:
                 self.say(f"[yellow]anomaly[/] {exp_id}: {flag}")
                 self._notify("autolab_anomaly", experiment=exp, flag=flag.split(":")[0],
@@ -435,8 +440,10 @@ class Orchestrator:
                                verdict=status.value)
             exp = exp.with_status(status, reason, at=state.finished_at)
         if self.reporter is not None:
-            flags = tuple(self.reporter.flags_on_finish(exp, state, self.experiments()))
-            exp = attrs.evolve(exp, flags=tuple(dict.fromkeys((*exp.flags, *flags))))
+            seen = {f.split(":")[0] for f in exp.flags}
+            flags = tuple(f for f in self.reporter.flags_on_finish(exp, state, self.experiments())
+                          if f.split(":")[0] not in seen)
+            exp = attrs.evolve(exp, flags=(*exp.flags, *flags))
             for flag in flags:
                 self._notify("autolab_anomaly", experiment=exp, flag=flag.split(":")[0],
                              reason=flag)
@@ -513,7 +520,7 @@ class Orchestrator:
                 exps: Sequence[Experiment]) -> None:
         metric = self.config.metric.name
         flags = [f for e in runs for f in e.flags]
-        if flags:
+        if needs_human(flags):
             self._verdict(cand, "needs review", v,
                           f"would be promoted ({v.describe(metric)}) but is flagged: "
                           f"{'; '.join(dict.fromkeys(flags))}. A human must approve it.")

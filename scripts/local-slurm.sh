@@ -13,6 +13,8 @@
 # Partitions: `debug` (default; 8 jobs may share a core, MaxTime 60 min, EnforcePartLimits=ALL
 # rejects oversized requests at submit time) and `urgent` (higher PriorityTier: a job there
 # preempts, i.e. cancels, debug jobs it needs room from; used to test preemption retries).
+# Jobs over their --mem are killed within a second (jobacct_gather/linux + OverMemoryKill; there
+# are no cgroups here). cred_expire=5 makes a requeued job restart after ~6 s instead of ~2 min.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm
@@ -75,14 +77,16 @@ SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=256
+DefMemPerCPU=512
 EnforcePartLimits=ALL
 KillWait=5
 MinJobAge=300
 InactiveLimit=0
 Waittime=0
 AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
 PreemptType=preempt/partition_prio
 PreemptMode=CANCEL

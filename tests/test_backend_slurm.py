@@ -318,6 +318,19 @@ def test_options_slurm_refuses_name_the_option(tmp_path: Path) -> None:
 
 
 @slurm
+def test_job_over_its_memory_is_oom(tmp_path: Path) -> None:
+    """The local cluster kills jobs over --mem (JobAcctGatherParams=OverMemoryKill, 1 s checks)."""
+    b = make(tmp_path, mem="100M")
+    code = ("import time; x = bytearray(400 * 2**20); x[::4096] = b'x' * len(x[::4096]); "
+            "print('allocated', flush=True); time.sleep(30)")
+    h = b.submit(spec(tmp_path, code))
+    state = wait_for(b, h, timeout=30)
+    assert state.status is JobStatus.OOM, state
+    assert "exceeding its memory (mem = '100M')" in (state.reason or "")
+    assert "raise [backend.slurm] mem" in (state.reason or "")
+
+
+@slurm
 def test_job_that_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
     b = make(tmp_path, python="/nonexistent/python3")
     h = b.submit(spec(tmp_path, "print('never')"))

@@ -44,6 +44,9 @@ _ENDED = _KILLED | {"COMPLETED", "FAILED", "SPECIAL_EXIT"}
 #: Seconds to wait for a job's exit record after SLURM says it ended (shared filesystems such as
 #: NFS show another host's new files a little late).
 EXIT_RECORD_GRACE_S = 15.0
+#: SLURM's words for a job killed for its memory: OverMemoryKill, and the cgroup OOM handler.
+_OOM_MESSAGE = re.compile(r"exceeded (job )?memory limit|oom-kill|out of memory|OUT_OF_MEMORY",
+                          re.IGNORECASE)
 #: Seconds before trying sbatch again after it failed for a reason other than the options (an
 #: unreachable controller makes each try take ~10 s).
 PUMP_BACKOFF_S = 30.0
@@ -477,9 +480,22 @@ class SlurmBackend(JobBackend):
             reason = f"exit code {code}"
         if exit_rec.get("signals"):
             reason += f" after SLURM sent {', '.join(exit_rec['signals'])}"
+        job_id = exit_rec.get("job_id", "")
+        if code == -9 and (oom := self._oom(job_id)):  # the kernel's or cgroup's OOM killer
+            return JobState(JobStatus.OOM, reason=oom, exit_code=code, **ended)
         last = run.last_log_line()
         return JobState(JobStatus.FAILED, reason=reason + (f": {last}" if last else ""),
                         exit_code=code, **ended)
+
+    def _oom(self, job_id: str) -> str | None:
+        """Why the job was killed for memory, from SLURM's messages in the job's error log."""
+        err = self.store.submitit_dir / f"{job_id}_0_log.err"
+        for line in reversed(_tail(err, lines=20).split(" | ")):
+            if _OOM_MESSAGE.search(line):
+                mem = f" (mem = {self.opts.mem!r})" if self.opts.mem else ""
+                return (f"SLURM killed job {job_id} for exceeding its memory{mem}: {line}; "
+                        "raise [backend.slurm] mem")
+        return None
 
     def _from_slurm(self, run: RunDir, row: Row, job_id: str, retries: int,
                     common: dict[str, Any], ended: dict[str, Any]) -> JobState:
@@ -507,9 +523,8 @@ class SlurmBackend(JobBackend):
                 reason=f"SLURM stopped job {job_id} at its wall time ({state}); raise [backend.slurm] "
                 "time_limit or lower [run] time_limit"))
         if state == "OUT_OF_MEMORY":
-            return self._set_final(run, JobState(
-                JobStatus.OOM, **ended,
-                reason=f"SLURM killed job {job_id} for exceeding its memory; raise [backend.slurm] mem"))
+            return self._set_final(run, JobState(JobStatus.OOM, **ended, reason=self._oom(job_id) or (
+                f"SLURM killed job {job_id} for exceeding its memory; raise [backend.slurm] mem")))
         if state in _RETRYABLE:
             if retries < self.opts.max_retries:
                 self._resubmit(run, job_id, row.restarts)
@@ -518,7 +533,11 @@ class SlurmBackend(JobBackend):
             return self._set_final(run, JobState(
                 JobStatus.PREEMPTED, **ended,
                 reason=f"job {job_id} ended {state}; gave up after max_retries = {self.opts.max_retries}"))
-        # COMPLETED, FAILED or SPECIAL_EXIT without an exit record (yet)
+        # COMPLETED, FAILED or SPECIAL_EXIT without an exit record (yet). Without cgroups, SLURM
+        # kills a job over its memory (JobAcctGatherParams=OverMemoryKill) but calls it FAILED.
+        oom = self._oom(job_id)
+        if oom:
+            return self._set_final(run, JobState(JobStatus.OOM, reason=oom, **ended))
         first_seen = self._ended_seen.setdefault(key, time.monotonic())
         if time.monotonic() - first_seen < EXIT_RECORD_GRACE_S and run.started():
             return JobState(JobStatus.RUNNING, reason="finishing", **common)

@@ -5,8 +5,10 @@ FAIL with that instruction, unless ``AUTOLAB_SKIP_SLURM=1`` is set. Nothing is m
 go through submitit and sbatch, run under slurmd, and are watched with squeue; preemption is
 real (an exclusive job in the higher-tier ``urgent`` partition cancels ``debug`` jobs).
 
-The test order matters a little: the preemption test runs first, before the module's
-long-running wall-time job starts, because an exclusive urgent job would preempt that too.
+The first tests (parsing and validation) need no cluster and carry no ``slurm`` mark. After
+them the order matters a little: the preemption test runs first, before the module's
+long-running wall-time job starts (an exclusive urgent job would preempt that too), and the
+wall-time job is checked last, so that SLURM's ~70 s to kill it overlap the other tests.
 """
 
 from __future__ import annotations

@@ -68,6 +68,9 @@ class RunOptions:
     on_stop: str = "finish"  # "finish": let running jobs end; "cancel"; "detach": leave them
     poll_interval: float = 0.5
     queue_depth: int | None = None
+    # Jobs handed to a backend that queues them itself (one with `capacity`, like `local`)
+    # beyond its free slots, so a freed slot starts the next job without waiting for a poll.
+    prefetch: int = 1
     max_patch_lines: int = 200
 
 
@@ -636,7 +639,8 @@ class Orchestrator:
         return limit is None or self.started_candidates < limit
 
     def _fill_slots(self) -> None:
-        free = self.capacity - len(self.running())
+        extra = self.options.prefetch if self.backend.capacity is not None else 0
+        free = self.capacity + extra - len(self.running())
         for exp in self.ready():
             if free <= 0:
                 break

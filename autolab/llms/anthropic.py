@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-from autolab.llms.base import SCHEMA_NAME, ChatLLM, CommonOptions, RawAnswer, system_with_schema
-from autolab.llms.http import post_json
+from autolab.llms.base import SCHEMA_NAME, CommonOptions, RawAnswer, system_with_schema
+from autolab.llms.http import HTTPChatLLM
 from autolab_core.errors import LLMError
 from autolab_core.interfaces import Message, PluginContext
 
@@ -30,7 +30,7 @@ class AnthropicOptions(CommonOptions):
     structured: str = attrs.field(default="tool", metadata={"choices": ["tool", "prompt"]})
 
 
-class AnthropicLLM(ChatLLM):
+class AnthropicLLM(HTTPChatLLM):
     """Claude through the Messages API (``x-api-key`` and ``anthropic-version`` headers)."""
 
     name = "anthropic"
@@ -41,7 +41,6 @@ class AnthropicLLM(ChatLLM):
         super().__init__(options, context)
         self.key_env: str | None = self.opts.api_key_env
         self.url = self.opts.base_url.rstrip("/") + "/v1/messages"
-        self._client: Any = None
 
     def check(self) -> str | None:
         if self.key_env and not os.environ.get(self.key_env):
@@ -97,26 +96,6 @@ class AnthropicLLM(ChatLLM):
             body["tool_choice"] = {"type": "tool", "name": SCHEMA_NAME}
         return body
 
-    def _call(
-        self,
-        messages: Sequence[Message],
-        schema: Mapping[str, Any] | None,
-        max_tokens: int,
-        temperature: float | None,
-    ) -> RawAnswer:
-        import httpx
-
-        if self._client is None:
-            self._client = httpx.Client()
-        data = post_json(
-            self._client,
-            self.url,
-            self.body(messages, schema, max_tokens, temperature),
-            self.headers(),
-            self.opts.timeout_s,
-        )
-        return self.parse(data)
-
     def parse(self, data: Mapping[str, Any]) -> RawAnswer:
         blocks = data.get("content")
         if not isinstance(blocks, list):
@@ -138,8 +117,3 @@ class AnthropicLLM(ChatLLM):
             raw=dict(data),
             truncated=data.get("stop_reason") == "max_tokens",
         )
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autolab.llms.base import HTTPFailure, retry_after_seconds
+from autolab.llms.base import ChatLLM, HTTPFailure, RawAnswer, retry_after_seconds
+from autolab_core.interfaces import Message
 
 
 def post_json(
@@ -38,3 +39,43 @@ def post_json(
     if not isinstance(data, dict):
         raise HTTPFailure(f"{url} answered JSON that is not an object: {str(data)[:200]}")
     return data
+
+
+class HTTPChatLLM(ChatLLM):
+    """A provider that is one JSON POST per call: subclasses set ``url`` and implement
+    ``body``, ``headers`` and ``parse``; the httpx client is made on first use."""
+
+    url: str
+    _client: Any = None
+
+    def body(self, messages: Sequence[Message], schema: Mapping[str, Any] | None,
+             max_tokens: int, temperature: float | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def parse(self, data: Mapping[str, Any]) -> RawAnswer:
+        raise NotImplementedError
+
+    def _call(
+        self,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any] | None,
+        max_tokens: int,
+        temperature: float | None,
+    ) -> RawAnswer:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.Client()
+        data = post_json(
+            self._client, self.url, self.body(messages, schema, max_tokens, temperature),
+            self.headers(), self.opts.timeout_s,
+        )
+        return self.parse(data)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -16,8 +16,8 @@ from typing import Any
 
 import attrs
 
-from autolab.llms.base import SCHEMA_NAME, ChatLLM, CommonOptions, RawAnswer, system_with_schema
-from autolab.llms.http import post_json
+from autolab.llms.base import SCHEMA_NAME, CommonOptions, RawAnswer, system_with_schema
+from autolab.llms.http import HTTPChatLLM
 from autolab.llms.schema import portable_schema
 from autolab_core.errors import LLMError
 from autolab_core.interfaces import Message, PluginContext
@@ -35,7 +35,7 @@ class OpenAIOptions(CommonOptions):
     schema_in_prompt: bool = True
 
 
-class OpenAICompatibleLLM(ChatLLM):
+class OpenAICompatibleLLM(HTTPChatLLM):
     """Chat completions over HTTP; the key is read from the env var named by ``api_key_env``."""
 
     name = "openai-compatible"
@@ -53,7 +53,6 @@ class OpenAICompatibleLLM(ChatLLM):
             )
         self.key_env: str | None = self.opts.api_key_env
         self.url = self.opts.base_url.rstrip("/") + "/chat/completions"
-        self._client: Any = None
 
     def check(self) -> str | None:
         if self.key_env and not os.environ.get(self.key_env):
@@ -99,26 +98,6 @@ class OpenAICompatibleLLM(ChatLLM):
             body["response_format"] = {"type": "json_object"}
         return body
 
-    def _call(
-        self,
-        messages: Sequence[Message],
-        schema: Mapping[str, Any] | None,
-        max_tokens: int,
-        temperature: float | None,
-    ) -> RawAnswer:
-        import httpx
-
-        if self._client is None:
-            self._client = httpx.Client()
-        data = post_json(
-            self._client,
-            self.url,
-            self.body(messages, schema, max_tokens, temperature),
-            self.headers(),
-            self.opts.timeout_s,
-        )
-        return self.parse(data)
-
     def parse(self, data: Mapping[str, Any]) -> RawAnswer:
         try:
             message = data["choices"][0]["message"]
@@ -137,8 +116,3 @@ class OpenAICompatibleLLM(ChatLLM):
             raw=dict(data),
             truncated=data["choices"][0].get("finish_reason") == "length",
         )
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None

@@ -204,6 +204,30 @@ def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None) -> None:
 
 @main.command()
 @LAB_OPTION
+@click.argument("experiment")
+def approve(lab_dir: Path, experiment: str) -> None:
+    """Promote EXPERIMENT, a winning candidate held back by an anomaly flag, after review."""
+    import getpass
+
+    from autolab.orchestrator import RunOptions
+    from autolab.session import build_orchestrator
+    from autolab_core.errors import AutolabError
+    from autolab_core.lab import Lab
+
+    console = _console()
+    try:
+        lab = Lab(lab_dir)
+        orch = build_orchestrator(lab, RunOptions(), say=console.print)
+        with lab.exclusive("orchestrator", "an `autolab run`"):
+            exp = orch.approve(experiment, getpass.getuser())
+        orch.store.close()
+    except AutolabError as exc:
+        _fail(str(exc))
+    console.print(f"{exp.id}: {exp.verdict} ({exp.reason})")
+
+
+@main.command()
+@LAB_OPTION
 def status(lab_dir: Path) -> None:
     """Running jobs, the queue, the best result, budgets and anomalies."""
     from autolab.summary import print_status

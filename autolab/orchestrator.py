@@ -519,14 +519,33 @@ class Orchestrator:
             self._record([cand], f"autolab: verdict on {cand.id}: {verdict}\n\n{note}")
         return cand
 
+    def approve(self, exp_id: str, who: str) -> Experiment:
+        """A person clears a flagged candidate; it is promoted if it still wins on main's code."""
+        exps = self.experiments()
+        cand = self.exps.get(exp_id)
+        if cand is None or cand.role != "candidate" or cand.verdict != "needs review":
+            raise LabError(f"{exp_id} is not a candidate waiting for review "
+                           f"(its verdict: {cand.verdict if cand else 'no such experiment'})")
+        runs = gate.runs_of(exps, cand.id)
+        base = gate.values(gate.main_runs(exps, cand.base_code or ""))
+        sigma = gate.pooled_sigma(exps, self.config.promotion.min_sigma)
+        assert sigma is not None
+        v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir,
+                       self.config.promotion, screen=False)
+        cand = self._put(attrs.evolve(cand, flags=(*cand.flags, f"approved: by {who}")))
+        self.promote(cand, runs, v, exps, approved=True)
+        self.flush_records()
+        return self.exps[exp_id]
+
     def promote(self, cand: Experiment, runs: Sequence[Experiment], v: gate.Verdict,
-                exps: Sequence[Experiment]) -> None:
+                exps: Sequence[Experiment], approved: bool = False) -> None:
         metric = self.config.metric.name
         flags = [f for e in runs for f in e.flags]
-        if needs_human(flags):
+        if needs_human(flags) and not approved:
             self._verdict(cand, "needs review", v,
                           f"would be promoted ({v.describe(metric)}) but is flagged: "
-                          f"{'; '.join(dict.fromkeys(flags))}. A human must approve it.")
+                          f"{'; '.join(dict.fromkeys(flags))}. A human must approve it: "
+                          f"`autolab approve {cand.id}`")
             return
         cost = _cost_ratio(runs, gate.main_runs(exps, cand.base_code or ""))
         limit = self.config.promotion.max_cost_increase

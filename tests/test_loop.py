@@ -209,3 +209,24 @@ def test_stop_cancels_running_jobs_and_loses_no_queue(tmp_path: Path, on_stop: s
                                                 ExperimentStatus.STARTED)]
     queued = [e for e in Lab(lab.root).load_experiments() if e.status is ExperimentStatus.QUEUED]
     assert queued  # the remaining baseline and the ready ideas wait for the next run
+
+
+NAN_WIN = TRAIN.replace("LR = 0.01", "LR = 0.02").replace(
+    '{"train_loss": 2.0 / (1 + step) + LR}', '{"train_loss": float("nan") if step == 20 else 1.0}')
+
+
+def test_flagged_win_waits_for_a_human_then_is_promoted(tmp_path: Path) -> None:
+    lab = make_toy_lab(tmp_path / "lab")
+    orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
+    orch.proposer = orch.writer = ScriptedIdeas([("LR x2 with a NaN in its loss", NAN_WIN)])
+    exps = orch.run()
+    (cand,) = [e for e in exps if e.role == "candidate"]
+    assert cand.verdict == "needs review" and any(f.startswith("nan") for f in cand.flags)
+    assert "LR = 0.01" in lab.read(lab.main_commit(), "train.py")
+    done = autolab("approve", "--lab", str(lab.root), cand.id)
+    assert done.returncode == 0, done.stderr
+    assert "LR = 0.02" in lab.read(lab.main_commit(), "train.py")
+    (row,) = [r for r in lab.scores() if r["id"] == cand.id]
+    assert row["verdict"] == "promoted" and "approved: by" in row["flags"]
+    again = autolab("approve", "--lab", str(lab.root), cand.id)
+    assert again.returncode == 2 and "not a candidate waiting for review" in again.stderr

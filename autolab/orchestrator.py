@@ -115,6 +115,7 @@ class Orchestrator:
         self._unrecorded: dict[str, str] = {}
         self._code_cache: tuple[str, str] | None = None
         self._changed = True  # something finished: main may need new baseline runs
+        self._last_progress = time.time()
 
     # -- snapshot helpers --------------------------------------------------------------------
     def experiments(self) -> list[Experiment]:
@@ -747,6 +748,7 @@ class Orchestrator:
                 self._changed = False
             self._fill_slots()
             self.flush_records()
+            self._progress()
             if self.idle():
                 stop_reason = ("no more ideas" if self.exhausted and self.candidates_left()
                                else "experiment budget reached")
@@ -755,6 +757,24 @@ class Orchestrator:
         self.say(f"[bold]stopping:[/] {stop_reason}")
         self._pipeline.stop()
         self._drain()
+
+    def _progress(self, every: float = 30.0) -> None:
+        """A one-line summary of the session every ``every`` seconds."""
+        now = time.time()
+        if now - self._last_progress < every:
+            return
+        self._last_progress = now
+        exps = self.experiments()
+        code = self.main_code()
+        main_values = gate.values(gate.main_runs(exps, code))
+        best = f"{sum(main_values) / len(main_values):.4f}" if main_values else "calibrating"
+        promoted = sum(1 for e in exps if e.verdict == "promoted")
+        queued = sum(1 for e in exps if e.status is ExperimentStatus.QUEUED)
+        self.say(
+            f"[dim]{time.strftime('%H:%M:%S')} {len(self.running())} running, {queued} queued, "
+            f"{self.started_candidates} candidates started, {promoted} promoted; main "
+            f"{self.config.metric.name} {best}[/]"
+        )
 
     def _drain(self) -> None:
         while self.running():

@@ -198,11 +198,35 @@ class Orchestrator:
             commit = self.lab.rebase_branch(branch, exp.base_commit, new_files, message)
         else:
             commit = self.lab.create_branch(branch, exp.base_commit, new_files, message)
+        failure = self._smoke(exp, commit)
+        if failure:
+            self.reject(attrs.evolve(exp, branch=branch, commit=commit, code_hash=code_hash),
+                        failure)
+            return None
         exp = attrs.evolve(
             exp, branch=branch, commit=commit, code_hash=code_hash,
             tree_hash=self.lab.tree_of(commit), patch=self.lab.diff(exp.base_commit, commit),
         )
         return self._put(exp)
+
+    def _smoke(self, exp: Experiment, commit: str) -> str | None:
+        """Run the patched training briefly here before a remote backend gets it."""
+        search = self.config.search
+        if search.smoke == "never" or (search.smoke == "remote" and self.backend.name == "local"):
+            return None
+        from autolab.agents.edits import smoke_run
+
+        path = self.lab.state_dir / "smoke" / exp.id
+        self.lab.add_worktree(path, commit)
+        try:
+            out = path / ".autolab-out"
+            out.mkdir(exist_ok=True)
+            env = {self.config.run.seed_env: "0", "AUTOLAB_OUTPUT_DIR": str(out),
+                   **self.config.run.env, **search.smoke_env}
+            result = smoke_run(path, self.config.run.argv(), env, search.smoke_seconds)
+        finally:
+            self.lab.remove_worktree(path)
+        return None if result.ok else f"smoke run failed: {result.reason}"
 
     def _validate(self, old: Mapping[str, str], new: Mapping[str, str]) -> None:
         editable = set(self.config.files.editable)

@@ -196,6 +196,12 @@ class SearchSection:
     seed: int = 0
     exclude: list[str] = attrs.field(factory=list)  # knobs the explorer must not touch
     focus: list[str] = attrs.field(factory=list)  # knobs to try first
+    # Run each patched candidate's training command locally for `smoke_seconds` before it is
+    # submitted, to catch crashes before they cost money: "remote" (every backend but local),
+    # "always" or "never". `smoke_env` is added to its environment (e.g. a small step count).
+    smoke: str = attrs.field(default="remote", metadata={"choices": ["remote", "always", "never"]})
+    smoke_seconds: float = attrs.field(default=30.0, metadata={"duration": True})
+    smoke_env: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen

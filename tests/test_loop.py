@@ -230,3 +230,24 @@ def test_flagged_win_waits_for_a_human_then_is_promoted(tmp_path: Path) -> None:
     assert row["verdict"] == "promoted" and "approved: by" in row["flags"]
     again = autolab("approve", "--lab", str(lab.root), cand.id)
     assert again.returncode == 2 and "not a candidate waiting for review" in again.stderr
+
+
+CRASH = TRAIN.replace("SEED = int", "raise RuntimeError('shape mismatch in layer 2')\nSEED = int")
+
+
+def test_smoke_run_rejects_a_crashing_patch_before_submission(tmp_path: Path) -> None:
+    lab = make_toy_lab(tmp_path / "lab")
+    cfg = (lab.root / "autolab.toml").read_text().replace(
+        '[search]\nfocus = ["LR"]', '[search]\nfocus = ["LR"]\nsmoke = "always"\nsmoke_seconds = 20')
+    (lab.root / "autolab.toml").write_text(cfg)
+    git(lab.root, "commit", "-qam", "smoke runs on")
+    orch = build_orchestrator(Lab(lab.root), RunOptions(workers=2, poll_interval=0.05),
+                              say=quiet)
+    orch.proposer = orch.writer = ScriptedIdeas([("crash at start", CRASH),
+                                                 ("a fine change", TRAIN.replace("0.01", "0.02"))])
+    exps = {e.hypothesis.title: e for e in orch.run()}
+    crash = exps["crash at start"]
+    assert crash.status is ExperimentStatus.REJECTED and crash.handle is None
+    assert "smoke run failed" in (crash.reason or "") and "shape mismatch" in (crash.reason or "")
+    assert exps["a fine change"].status is ExperimentStatus.FINISHED
+    assert not (lab.state_dir / "smoke" / crash.id).exists()

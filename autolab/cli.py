@@ -100,7 +100,16 @@ def _run_lab(lab_dir: Path, options: Any, strategy: str | None) -> list[Any]:
     console.print(f"[bold]autolab run[/] {lab.root}: backend {orch.backend.name}, "
                   f"{orch.capacity} slot(s), metric {lab.config.metric.name} "
                   f"({lab.config.metric.direction})")
-    experiments = orch.run()
+    if console.is_terminal:
+        from rich.live import Live
+
+        from autolab.summary import live_table
+
+        with Live(get_renderable=lambda: live_table(orch), console=console,
+                  refresh_per_second=1, transient=True):
+            experiments = orch.run()
+    else:
+        experiments = orch.run()
     print_summary(lab, experiments, console)
     return experiments
 

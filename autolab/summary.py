@@ -37,6 +37,27 @@ def print_summary(lab: Lab, experiments: Sequence[Experiment], console: Any) -> 
         console.print(f"  [green]promoted[/] {exp.id} {exp.hypothesis.title}: {exp.reason}")
 
 
+def live_table(orch: Any) -> Any:
+    """The table `autolab run` keeps at the bottom of a terminal: what runs now, and where."""
+    import time
+
+    from rich.table import Table
+
+    exps = orch.experiments()
+    queued = sum(1 for e in exps if e.status is ExperimentStatus.QUEUED)
+    promoted = sum(1 for e in exps if e.verdict == "promoted")
+    table = Table(title=f"running: {len(orch.running())}   queued: {queued}   "
+                        f"promoted: {promoted}", title_justify="left")
+    for col in ("id", "role", "idea", "slot", "running for"):
+        table.add_column(col)
+    now = time.time()
+    for exp in orch.running():
+        started = exp.at(ExperimentStatus.STARTED)
+        since = "waiting" if started is None else f"{now - started:.0f} s"
+        table.add_row(exp.id, exp.role, exp.hypothesis.title[:50], exp.slot or "", since)
+    return table
+
+
 def print_status(lab: Lab, console: Any) -> None:
     from autolab.reporting.lab import lab_status
 

@@ -385,7 +385,9 @@ class Orchestrator:
             if state is None:
                 continue
             if state.status is not JobStatus.PENDING and exp.status is ExperimentStatus.SUBMITTED:
-                exp = self._put(exp.with_status(ExperimentStatus.STARTED, at=state.started_at))
+                slot = state.hardware.get("slot") or exp.slot  # known once a queued job starts
+                exp = self._put(attrs.evolve(exp, slot=slot).with_status(
+                    ExperimentStatus.STARTED, at=state.started_at))
             exp = self._read_logs(exp, final=state.status.terminal)
             if state.status.terminal:
                 self._finish(exp, state)
@@ -450,6 +452,8 @@ class Orchestrator:
         self._changed = True
         self.store.finish(exp.id)
         hardware = {**state.hardware, **exp.hardware}
+        if state.hardware.get("slot"):
+            exp = attrs.evolve(exp, slot=state.hardware["slot"])
         cost = state.cost_usd or 0.0
         if state.status is JobStatus.SUCCEEDED and exp.result is not None:
             exp = attrs.evolve(exp, hardware=hardware, cost_usd=cost,

@@ -72,6 +72,8 @@ def test_session_promotes_a_real_win_and_rejects_a_duplicate(tmp_path: Path) -> 
     row = scores[promoted[0].id]
     assert row["verdict"] == "promoted" and row["n_runs"] == "3" and row["effect"].startswith("+0.3")
     assert row["hardware"] and row["eval_hash"] == (by_id[row["id"]].eval_hash or "")[:12]
+    # Every run that ran knows its worker slot (the Gantt chart's rows), queued ones too.
+    assert {e.slot for e in exps if e.handle} <= {"local-0", "local-1"}
     # Metrics streamed into the store while the jobs ran.
     table = build_orchestrator(lab, RunOptions(), say=quiet).store.query(names=["train_loss"])
     assert table.num_rows >= 5 * len([e for e in exps if e.status is ExperimentStatus.FINISHED])

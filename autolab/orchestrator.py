@@ -576,7 +576,8 @@ class Orchestrator:
                           f"{'; '.join(dict.fromkeys(flags))}. A human must approve it: "
                           f"`autolab approve {cand.id}`")
             return
-        cost = _cost_ratio(runs, gate.main_runs(exps, cand.base_code or ""))
+        cost = _cost_ratio(runs, gate.main_runs(exps, cand.base_code or ""),
+                           self.config.promotion.min_cost_seconds)
         limit = self.config.promotion.max_cost_increase
         if cost is not None and cost > 1 + limit:
             self._verdict(cand, "needs equal-compute comparison", v,
@@ -948,14 +949,20 @@ def _result_from(payload: Mapping[str, Any]) -> Result:
     )
 
 
-def _cost_ratio(runs: Iterable[Experiment], base: Iterable[Experiment]) -> float | None:
+def _cost_ratio(runs: Iterable[Experiment], base: Iterable[Experiment],
+                min_seconds: float = 0.0) -> float | None:
+    """Mean training CPU seconds of ``runs`` over ``base``'s; None when unknown or when the
+    difference is under ``min_seconds`` per run (timing noise on short runs)."""
     def cpu(exps: Iterable[Experiment]) -> list[float]:
         return [e.result.extra["train_cpu_seconds"] for e in exps
                 if e.result is not None and "train_cpu_seconds" in e.result.extra]
     a, b = cpu(runs), cpu(base)
     if not a or not b or sum(b) <= 0:
         return None
-    return (sum(a) / len(a)) / (sum(b) / len(b))
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    if mean_a - mean_b < min_seconds:
+        return None
+    return mean_a / mean_b
 
 
 def _branch_message(exp: Experiment) -> str:

@@ -186,6 +186,8 @@ class PromotionSection:
     min_delta: float = 0.0
     confirm_runs: int = attrs.field(default=2, validator=_positive)
     max_cost_increase: float = 0.15
+    # A cost difference under this many CPU seconds per run is timing noise, not compute.
+    min_cost_seconds: float = 1.0
     min_sigma: float = 0.0
 
 

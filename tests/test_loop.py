@@ -253,3 +253,19 @@ def test_smoke_run_rejects_a_crashing_patch_before_submission(tmp_path: Path) ->
     assert "smoke run failed" in (crash.reason or "") and "shape mismatch" in (crash.reason or "")
     assert exps["a fine change"].status is ExperimentStatus.FINISHED
     assert not (lab.state_dir / "smoke" / crash.id).exists()
+
+
+COSTLY_WIN = TRAIN.replace("LR = 0.01", "LR = 0.02").replace(
+    "SEED = int", "import time\n_t = time.process_time()\nwhile time.process_time() - _t < 1.5:\n"
+    "    pass\nSEED = int")
+
+
+def test_a_win_that_buys_more_compute_is_held_for_an_equal_compute_comparison(
+        tmp_path: Path) -> None:
+    lab = make_toy_lab(tmp_path / "lab")
+    orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
+    orch.proposer = orch.writer = ScriptedIdeas([("LR x2 plus 1.5 s of CPU", COSTLY_WIN)])
+    (cand,) = [e for e in orch.run() if e.role == "candidate"]
+    assert cand.verdict == "needs equal-compute comparison", cand.reason
+    assert "more CPU per run than main" in (cand.reason or "")
+    assert "LR = 0.01" in lab.read(lab.main_commit(), "train.py")

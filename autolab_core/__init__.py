@@ -5,43 +5,24 @@ the data model, the hookspecs and plugin manager, the lab's configuration and it
 This package never imports ``autolab`` (the application) nor any heavy library.
 """
 
-from autolab_core.errors import (
-    AutolabError,
-    BackendError,
-    BudgetExceeded,
-    ConfigError,
-    LabError,
-    LLMError,
-    PatchError,
-    PluginError,
-)
-from autolab_core.hookspecs import hookimpl
-from autolab_core.interfaces import (
-    LLM,
-    Completion,
-    JobBackend,
-    Message,
-    MetricStore,
-    PaperSource,
-    Plugin,
-    PluginContext,
-    Usage,
-)
-from autolab_core.models import (
-    Direction,
-    Experiment,
-    ExperimentStatus,
-    Hypothesis,
-    JobHandle,
-    JobSpec,
-    JobState,
-    JobStatus,
-    LogChunk,
-    MetricPoint,
-    Paper,
-    Result,
-    to_dict,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562) so that the standard-library-only parts of the
+# core (``autolab_core.runner``, ``autolab_core.metriclines``, ``autolab_core.hashing``) can
+# run inside a job container that has neither attrs nor pluggy installed.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["AutolabError", "BackendError", "BudgetExceeded", "ConfigError", "LabError",
+                     "LLMError", "PatchError", "PluginError"], "autolab_core.errors"),
+    "hookimpl": "autolab_core.hookspecs",
+    **dict.fromkeys(["LLM", "Completion", "JobBackend", "Message", "MetricStore", "PaperSource",
+                     "Plugin", "PluginContext", "Usage"], "autolab_core.interfaces"),
+    **dict.fromkeys(["Direction", "Experiment", "ExperimentStatus", "Hypothesis", "JobHandle",
+                     "JobSpec", "JobState", "JobStatus", "LogChunk", "MetricPoint", "Paper",
+                     "Result", "to_dict"], "autolab_core.models"),
+}
 
 __all__ = [
     "LLM", "AutolabError", "BackendError", "BudgetExceeded", "Completion", "ConfigError",
@@ -50,3 +31,57 @@ __all__ = [
     "MetricPoint", "MetricStore", "Paper", "PaperSource", "PatchError", "Plugin",
     "PluginContext", "PluginError", "Result", "Usage", "hookimpl", "to_dict",
 ]
+assert sorted(__all__) == sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autolab_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from autolab_core.errors import (
+        AutolabError,
+        BackendError,
+        BudgetExceeded,
+        ConfigError,
+        LabError,
+        LLMError,
+        PatchError,
+        PluginError,
+    )
+    from autolab_core.hookspecs import hookimpl
+    from autolab_core.interfaces import (
+        LLM,
+        Completion,
+        JobBackend,
+        Message,
+        MetricStore,
+        PaperSource,
+        Plugin,
+        PluginContext,
+        Usage,
+    )
+    from autolab_core.models import (
+        Direction,
+        Experiment,
+        ExperimentStatus,
+        Hypothesis,
+        JobHandle,
+        JobSpec,
+        JobState,
+        JobStatus,
+        LogChunk,
+        MetricPoint,
+        Paper,
+        Result,
+        to_dict,
+    )

@@ -63,7 +63,7 @@ RECORDS: list[Any] = [
           authors=("A. One", "B. Two"), published="2024-01-01", source="arxiv",
           keywords=("optim",)),
     MetricPoint(experiment_id="e1", step=10, name="train_loss", value=2.5, wall_time=3.0),
-    JobSpec(experiment_id="e1", command=("python", "-m", "autolab.runner"), workdir="/w",
+    JobSpec(experiment_id="e1", command=("python", "-m", "autolab_core.runner"), workdir="/w",
             env={"AUTOLAB_SEED": "3"}, time_limit_s=600.0, commit="c" * 40,
             branch="autolab/exp-e1", labels={"autolab-experiment": "e1"},
             resources={"gpus": 1, "memory_gb": 16}),

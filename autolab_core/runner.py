@@ -1,4 +1,4 @@
-"""The job runner: what every backend actually executes (``python -m autolab.runner``).
+"""The job runner: what every backend actually executes (``python -m autolab_core.runner``).
 
 It runs in the experiment's checkout and does, in order:
 
@@ -170,7 +170,7 @@ def run(spec: dict[str, Any], nonce: str, cwd: Path) -> int:
 def main() -> int:
     raw = os.environ.get(SPEC_ENV)
     if not raw:
-        print(f"autolab.runner: {SPEC_ENV} is not set; this module is run by autolab's backends",
+        print(f"autolab_core.runner: {SPEC_ENV} is not set; this module is run by autolab's backends",
               file=sys.stderr)
         return 2
     nonce = os.environ.pop(NONCE_ENV, "")

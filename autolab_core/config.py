@@ -20,6 +20,7 @@ import attrs
 
 from autolab_core.errors import ConfigError
 from autolab_core.models import Direction
+from autolab_core.validators import positive
 
 CONFIG_FILE = "autolab.toml"
 T = TypeVar("T")
@@ -110,11 +111,6 @@ def parse_options(cls: type[T], table: Mapping[str, Any] | None, where: str) -> 
         raise ConfigError(f"[{where}] {exc}") from None
 
 
-def _positive(instance: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
 @attrs.frozen
 class LabSection:
     name: str = ""
@@ -171,8 +167,8 @@ class FilesSection:
 
 @attrs.frozen
 class BudgetSection:
-    max_experiments: int | None = attrs.field(default=None, validator=_positive)
-    max_hours: float | None = attrs.field(default=None, validator=_positive)
+    max_experiments: int | None = attrs.field(default=None, validator=positive)
+    max_hours: float | None = attrs.field(default=None, validator=positive)
     usd: float | None = None  # compute money (cloud backends)
     llm_usd: float | None = None
 
@@ -181,10 +177,10 @@ class BudgetSection:
 class PromotionSection:
     """The noise gate. A candidate must beat main by more than max(min_delta, k_sigma * sigma)."""
 
-    noise_runs: int = attrs.field(default=3, validator=_positive)
+    noise_runs: int = attrs.field(default=3, validator=positive)
     k_sigma: float = 2.0
     min_delta: float = 0.0
-    confirm_runs: int = attrs.field(default=2, validator=_positive)
+    confirm_runs: int = attrs.field(default=2, validator=positive)
     max_cost_increase: float = 0.15
     # A cost difference under this many CPU seconds per run is timing noise, not compute.
     min_cost_seconds: float = 1.0

@@ -2,9 +2,10 @@
 
 A plugin class is constructed as ``cls(options, context)``: ``options`` is the plugin's own
 table from ``autolab.toml`` (e.g. ``[backend.slurm]``), already a plain dict, and ``context``
-tells it where the lab lives. A plugin validates its options in ``__init__`` and raises
-:class:`~autolab_core.errors.ConfigError` naming the bad key; ``autolab_core.config.parse_options``
-does that for an attrs options class in one line.
+tells it where the lab lives. A plugin declares its options as an attrs class in
+``options_class``; ``Plugin.__init__`` validates the table once (unknown keys, wrong types,
+validators) and stores the instance as ``self.opts``, raising
+:class:`~autolab_core.errors.ConfigError` that names the table and the bad key.
 
 Heavy libraries (torch, submitit, huggingface_hub, trackio) are imported inside methods, never
 at module level, so that ``autolab --help`` and ``autolab plugins`` stay fast.
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from autolab_core.config import parse_options
 from autolab_core.models import JobHandle, JobSpec, JobState, LogChunk, MetricPoint, Paper
 
 
@@ -42,14 +44,35 @@ class PluginContext:
 
 
 class Plugin(abc.ABC):
-    """What all four kinds share: a registry name, a one-line description, and availability."""
+    """What all four kinds share: a registry name, a one-line description, and availability.
+
+    Options: set ``options_class`` to an attrs class (typed fields with defaults and
+    validators, see :mod:`autolab_core.validators`) and ``self.opts`` is an instance of it,
+    validated once here. Without ``options_class`` (the older style) ``self.opts`` is None
+    and the subclass validates ``self.options`` itself, e.g. with
+    :func:`autolab_core.config.parse_options`.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    #: The attrs class of this plugin's ``autolab.toml`` table; None: no validation here.
+    options_class: ClassVar[type[Any] | None] = None
+    #: The first part of the table's name in error messages (``backend`` in ``[backend.x]``).
+    section: ClassVar[str] = "plugin"
+
+    opts: Any
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
-        self.options = dict(options)
+        self.options = dict(options or {})
         self.context = context
+        self.opts = None
+        if self.options_class is not None:
+            self.opts = parse_options(self.options_class, self.options, self.options_table())
+
+    @classmethod
+    def options_table(cls) -> str:
+        """The table's name in ``autolab.toml``, e.g. ``backend.local``."""
+        return f"{cls.section}.{getattr(cls, 'name', cls.__name__)}"
 
     @classmethod
     def available(cls) -> str | None:
@@ -79,6 +102,8 @@ class JobBackend(Plugin):
 
     Run ``autolab_core.testing.JobBackendContract`` against your backend to check all of this.
     """
+
+    section = "backend"
 
     #: How many jobs this backend runs at once, when it decides that itself (local slots).
     #: None lets the orchestrator use its ``--workers`` setting.
@@ -159,6 +184,8 @@ class LLM(Plugin):
     provider, model and HTTP status on failure.
     """
 
+    section = "llm"
+
     @abc.abstractmethod
     def complete(
         self,
@@ -173,6 +200,8 @@ class LLM(Plugin):
 
 class PaperSource(Plugin):
     """Somewhere to find papers: HF Papers, arXiv, a folder of notes."""
+
+    section = "papers"
 
     @abc.abstractmethod
     def search(self, query: str, limit: int = 10, since: str | None = None) -> list[Paper]:
@@ -190,6 +219,8 @@ class MetricStore(Plugin):
     need not handle concurrent writers, but it must never lose a point it acknowledged, and a
     crash must not corrupt what was written before it.
     """
+
+    section = "metrics"
 
     @abc.abstractmethod
     def append(self, points: Sequence[MetricPoint]) -> None:

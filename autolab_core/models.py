@@ -145,8 +145,13 @@ class JobSpec:
     """What a backend must run: a command in a checkout, with an environment and limits.
 
     ``workdir`` is the experiment's own checkout. Backends that run elsewhere (a cloud job)
-    deliver the commit named by ``commit`` instead. ``resources`` holds backend-neutral hints
-    (``cpus``, ``gpus``, ``memory_gb``); backend options come from ``autolab.toml``.
+    deliver the commit named by ``commit`` instead.
+
+    ``resources`` holds this one experiment's backend-neutral requests, on top of the
+    backend's options from ``autolab.toml``: ``flavor`` (a machine type, e.g. ``"a10g-small"``),
+    ``gpus`` (a count), ``cpus``, ``memory_gb``. A backend that can honour a key does (and
+    says which in its docs); one that cannot ignores it, so an experiment never fails only for
+    asking. Unknown keys are ignored.
     """
 
     experiment_id: str
@@ -196,6 +201,7 @@ class JobState:
     finished_at: float | None = None
     hardware: Mapping[str, str] = attrs.field(factory=dict)
     cost_usd: float | None = None  # what the job cost so far, where the backend charges money
+    slot: str | None = None  # the worker slot or node the job actually runs on, once known
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobState:

@@ -85,7 +85,7 @@ def test_options_are_validated(tmp_path: Path) -> None:
         make(tmp_path, wrokers=2)
     with pytest.raises(ConfigError, match="list one GPU id per worker slot"):
         make(tmp_path, workers=3, gpus=[0, 1])
-    with pytest.raises(ConfigError, match="threads_per_worker must be a positive"):
+    with pytest.raises(ConfigError, match="threads_per_worker must be positive"):
         make(tmp_path, threads_per_worker=0)
     with pytest.raises(ConfigError, match="lists a GPU twice"):
         make(tmp_path, gpus=[1, "1"])
@@ -97,7 +97,7 @@ def test_options_are_validated(tmp_path: Path) -> None:
 def test_registered_by_entry_point_and_imports_nothing_heavy() -> None:
     assert PluginManager().get("backend", "local") is LocalBackend
     code = (
-        "import sys, autolab.backends.local, autolab.backends.local_supervisor\n"
+        "import sys, autolab.backends.local, autolab_core.supervisor\n"
         "heavy = {'torch', 'submitit', 'huggingface_hub', 'trackio', 'matplotlib'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )

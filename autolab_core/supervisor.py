@@ -1,11 +1,12 @@
-"""The per-job supervisor of the local backend: ``python -m autolab.backends.local_supervisor``.
+"""The per-job supervisor of a job directory: ``python -m autolab_core.supervisor JOB_DIR``.
 
 One supervisor runs per job, detached from the orchestrator (its own session), so a job keeps
 its time limit and records how it ended even when no orchestrator is alive. In order it:
 
 1. records itself in ``supervisor.json`` (pid, process start time, boot id);
-2. waits for a slot unless the backend handed it a locked one (``--slot NAME --slot-fd N``):
-   only the oldest waiting job tries to lock a slot file, so jobs start in submission order;
+2. waits for a slot unless the backend handed it a locked one (``--slot NAME --slot-fd N``)
+   or declared no slots: only the oldest waiting job tries to lock a slot file, so jobs start
+   in submission order;
 3. writes ``started.json`` and runs the command in its own session, output to ``output.log``;
 4. stops the whole process group (SIGTERM, then SIGKILL after the grace period) on the time
    limit, on a ``cancel`` file, or when it is itself told to stop;
@@ -13,6 +14,7 @@ its time limit and records how it ended even when no orchestrator is alive. In o
    slot lock.
 
 It is a child subreaper (Linux), so orphaned grandchildren are adopted, reaped and killed too.
+Standard library only: it runs wherever ``autolab_core`` is, without attrs or pluggy.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from autolab.backends import local_files as lf
+from autolab_core import jobfiles as jf
+from autolab_core import procs
+from autolab_core.atomic import read_json, write_json, write_json_once
 
 TICK_S = 0.1
 _stop_signal: int | None = None
@@ -67,9 +71,10 @@ class Supervisor:
 
     def __init__(self, job_dir: Path) -> None:
         self.dir = job_dir
-        self.spec: dict[str, Any] = lf.read_json(job_dir / lf.SPEC) or {}
-        self.launch: dict[str, Any] = lf.read_json(job_dir / lf.LAUNCH) or {}
-        self.plugin_dir = Path(self.launch.get("plugin_dir") or job_dir.parent.parent)
+        self.spec: dict[str, Any] = read_json(job_dir / jf.SPEC) or {}
+        self.launch: dict[str, Any] = read_json(job_dir / jf.LAUNCH) or {}
+        root = self.launch.get("root") or self.launch.get("plugin_dir")
+        self.root = Path(root) if root else job_dir.parent.parent
         self.grace = float(self.launch.get("kill_grace_s", 5.0))
         self.proc: subprocess.Popen[bytes] | None = None
         self.slot: str | None = None
@@ -81,7 +86,7 @@ class Supervisor:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     def stop_requested(self) -> str | None:
-        if (self.dir / lf.CANCEL).exists():
+        if (self.dir / jf.CANCEL).exists():
             return "cancel"
         if _stop_signal is not None:
             return "signal"
@@ -99,24 +104,24 @@ class Supervisor:
             "hardware": self.started.get("hardware", {}),
             "max_rss_mb": round(rss / 1024, 1) if self.proc is not None else None,
         }
-        if not lf.write_json_once(self.dir / lf.EXIT, record):
+        if not write_json_once(self.dir / jf.EXIT, record):
             self.log("exit.json already written by someone else; keeping it")
         self.log(f"finished: {status} ({reason})")
 
     def drop_queue_entry(self) -> None:
         if self.launch.get("queue_entry"):
-            (self.plugin_dir / "queue" / self.launch["queue_entry"]).unlink(missing_ok=True)
+            (self.root / "queue" / self.launch["queue_entry"]).unlink(missing_ok=True)
 
     # -- waiting for a slot ----------------------------------------------------------------
     def wait_for_slot(self) -> int | None:
         """Block until this job holds a slot; None when it was stopped while waiting."""
-        queue_dir, jobs_dir = self.plugin_dir / "queue", self.plugin_dir / "jobs"
+        queue_dir, jobs_dir = self.root / "queue", self.root / "jobs"
         slots = list(self.launch["slots"])
         while True:
             if self.stop_requested():
                 return None
-            if lf.is_head(queue_dir, jobs_dir, self.launch["queue_entry"]):
-                claimed = lf.try_claim(self.plugin_dir / "slots", slots)
+            if jf.is_head(queue_dir, jobs_dir, self.launch["queue_entry"]):
+                claimed = jf.try_claim(self.root / "slots", slots)
                 if claimed is not None:
                     self.slot, fd = claimed
                     return fd
@@ -126,14 +131,14 @@ class Supervisor:
     def start(self, inventory: list[dict[str, str]]) -> bool:
         """Start the command; False (with exit.json written) when it cannot start."""
         assert self.slot is not None
-        slot_info = self.launch["slots"][self.slot]
+        slot_info = (self.launch.get("slots") or {}).get(self.slot) or {"env": {}, "gpu": None}
         env = dict(os.environ)
         env.update(slot_info["env"])
         env.update({str(k): str(v) for k, v in (self.spec.get("env") or {}).items()})
         command = [str(c) for c in self.spec["command"]]
         workdir = self.launch["workdir"]
         self.log(f"slot {self.slot}: running {command} in {workdir}")
-        with open(self.dir / lf.LOG, "ab") as out:
+        with open(self.dir / jf.LOG, "ab") as out:
             try:
                 self.proc = subprocess.Popen(
                     command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
@@ -143,11 +148,11 @@ class Supervisor:
                 out.write(f"autolab: cannot start {command[0]!r}: {exc}\n".encode())
                 self.finish("failed", f"cannot start the command: {exc}")
                 return False
-        ident = lf.identity(self.proc.pid)
+        ident = procs.identity(self.proc.pid)
         self.started.update(pid=self.proc.pid, pgid=self.proc.pid, start=ident["start"],
                             boot_id=ident["boot_id"])
-        self.started["hardware"] = lf.hardware(self.slot, slot_info.get("gpu"), inventory)
-        lf.write_json(self.dir / lf.STARTED, self.started)
+        self.started["hardware"] = procs.hardware(self.slot, slot_info.get("gpu"), inventory)
+        write_json(self.dir / jf.STARTED, self.started)
         return True
 
     def alive(self) -> bool:
@@ -155,12 +160,12 @@ class Supervisor:
         assert self.proc is not None
         self.proc.poll()
         _reap_orphans(self.proc.pid if self.proc.returncode is None else None)
-        return lf.signal_group(self.proc.pid, 0) or bool(lf.children_of(os.getpid()))
+        return procs.signal_group(self.proc.pid, 0) or bool(procs.children_of(os.getpid()))
 
     def kill_all(self, sig: int) -> None:
         assert self.proc is not None
-        lf.signal_group(self.proc.pid, sig)
-        for pid in lf.children_of(os.getpid()):
+        procs.signal_group(self.proc.pid, sig)
+        for pid in procs.children_of(os.getpid()):
             try:
                 os.kill(pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -215,7 +220,7 @@ class Supervisor:
         elif self.why_stopped == "timeout":
             self.finish("timeout", f"time limit of {float(limit or 0):g}s exceeded", code)
         elif self.why_stopped == "signal":
-            name = lf.signal_name(_stop_signal or 0)
+            name = procs.signal_name(_stop_signal or 0)
             self.finish("preempted", f"the job's supervisor received {name}", code)
         elif code == 0:
             self.finish("succeeded", None, 0)
@@ -224,15 +229,17 @@ class Supervisor:
         elif -code == signal.SIGKILL:
             self.finish("oom", "killed (SIGKILL), likely out of memory", code)
         else:
-            self.finish("failed", f"killed by signal {lf.signal_name(-code)}", code)
+            self.finish("failed", f"killed by signal {procs.signal_name(-code)}", code)
 
     def run(self, slot: str | None, slot_fd: int | None) -> None:
-        lf.write_json_once(self.dir / lf.SUPERVISOR, lf.identity(os.getpid()))
-        if (self.dir / lf.EXIT).exists():
+        write_json_once(self.dir / jf.SUPERVISOR, procs.identity(os.getpid()))
+        if (self.dir / jf.EXIT).exists():
             self.log("exit.json exists already: this job is over, not running it again")
             return
-        inventory = lf.gpu_inventory()
-        if slot_fd is None:
+        inventory = procs.gpu_inventory()
+        if not self.launch.get("slots"):  # no slots: every job starts at once
+            self.slot = self.launch.get("default_slot") or "local"
+        elif slot_fd is None:
             slot_fd = self.wait_for_slot()
             if slot_fd is None:
                 why = self.stop_requested()
@@ -255,7 +262,7 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="supervise one autolab local job")
+    parser = argparse.ArgumentParser(description="supervise one autolab job directory")
     parser.add_argument("job_dir", type=Path)
     parser.add_argument("--slot")
     parser.add_argument("--slot-fd", type=int)

@@ -127,6 +127,9 @@ class JobDirectory:
         if not spec.command:
             raise BackendError(f"{self.backend}: JobSpec.command is empty; give the program "
                                "and its arguments")
+        if not Path(spec.workdir).is_dir():
+            raise BackendError(f"{self.backend}: workdir {spec.workdir!r} is not a directory; "
+                               "create it first")
         reap_children()
         now = time.time()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))

@@ -1,4 +1,4 @@
-"""What the contract does not cover: options, process groups, lost wrappers, notes, discovery.
+"""What the contract does not cover: options, process groups, lost supervisors, notes, discovery.
 
 Real processes and real files throughout; nothing is mocked.
 """
@@ -45,7 +45,7 @@ def test_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"kill_grace.*(negative|must be >= 0)"):
         SubprocessBackend({"kill_grace": -1}, make_context(tmp_path))
     backend = SubprocessBackend({"jobs-dir": "my-jobs", "max_parallel": 2}, make_context(tmp_path))
-    assert backend.jobs_dir == tmp_path / "my-jobs" and backend.capacity == 2
+    assert backend.jobs.root == tmp_path / "my-jobs" and backend.capacity == 2
 
 
 def test_submit_rejects_a_missing_workdir(tmp_path: Path) -> None:
@@ -84,23 +84,28 @@ def test_time_limit_escalates_to_sigkill(tmp_path: Path) -> None:
     started = time.monotonic()
     handle = backend.submit(_spec(tmp_path, code, time_limit_s=1))
     state = wait_for(backend, handle, timeout=20)
-    assert state.status is JobStatus.TIMEOUT, (state, (backend.jobs_dir / handle.job_id /
-                                                       "wrapper.log").read_text())
+    assert state.status is JobStatus.TIMEOUT, (state, (backend.jobs.jobs_dir / handle.job_id /
+                                                       "supervisor.log").read_text())
     assert "time limit" in (state.reason or "")
     assert time.monotonic() - started < 15
 
 
-def test_a_lost_wrapper_is_reported_not_running_forever(tmp_path: Path) -> None:
+def test_a_lost_supervisor_is_reported_not_running_forever(tmp_path: Path) -> None:
     backend = SubprocessBackend({}, make_context(tmp_path))
     handle = backend.submit(_spec(tmp_path, "import time; print('up', flush=True); time.sleep(60)"))
     wait_for(backend, handle, lambda s: s.status is JobStatus.RUNNING, timeout=20)
-    job_dir = backend.jobs_dir / handle.job_id
-    wrapper = json.loads((job_dir / "wrapper.json").read_text())["pid"]
-    os.kill(wrapper, signal.SIGKILL)
+    job_dir = backend.jobs.jobs_dir / handle.job_id
+    supervisor = json.loads((job_dir / "supervisor.json").read_text())["pid"]
+    command = json.loads((job_dir / "started.json").read_text())["pid"]
+    os.kill(supervisor, signal.SIGKILL)
     state = wait_for(backend, handle, timeout=20)
-    assert state.status is JobStatus.FAILED and "wrapper" in (state.reason or "")
-    backend.cancel(handle)  # still stops the orphaned command and records the end
-    assert backend.poll([handle])[handle.job_id].status is JobStatus.CANCELLED
+    assert state.status is JobStatus.FAILED and "supervisor" in (state.reason or "")
+    deadline = time.monotonic() + 5
+    while _pid_alive(command):  # the orphaned command is stopped with it
+        assert time.monotonic() < deadline, "the orphaned command kept running"
+        time.sleep(0.1)
+    backend.cancel(handle)  # cancelling a finished job is a no-op
+    assert backend.poll([handle])[handle.job_id].status is JobStatus.FAILED
 
 
 def test_find_returns_the_newest_job_of_an_experiment(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import attrs
 
-from autolab_core.config import parse_options
 from autolab_core.interfaces import PaperSource, PluginContext
 from autolab_core.models import Paper
 
@@ -36,10 +35,11 @@ class NotesSource(PaperSource):
 
     name = "example-notes"
     description = "A folder of Markdown notes as a paper source (the autolab example plugin)."
+    options_class = NotesOptions
+    opts: NotesOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts = parse_options(NotesOptions, options, f"papers.{self.name}")
         self.root = context.lab_root / self.opts.path
 
     def check(self) -> str | None:

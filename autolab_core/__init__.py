@@ -1,7 +1,10 @@
 """autolab_core: what an autolab plugin author depends on.
 
 The interfaces (:class:`JobBackend`, :class:`LLM`, :class:`PaperSource`, :class:`MetricStore`),
-the data model, the hookspecs and plugin manager, the lab's configuration and its state in git.
+the data model, the hookspecs and plugin manager, the lab's configuration and its state in git,
+and the plugin SDK: options validation (``Plugin.options_class``, :mod:`autolab_core.validators`),
+job directories run by a detached supervisor (:class:`JobDirectory`), atomic writes
+(:func:`write_atomic`) and a chat-LLM base (:class:`ChatLLM`). A plugin imports from here.
 This package never imports ``autolab`` (the application) nor any heavy library.
 """
 
@@ -19,17 +22,62 @@ _EXPORTS: dict[str, str] = {
     "hookimpl": "autolab_core.hookspecs",
     **dict.fromkeys(["LLM", "Completion", "JobBackend", "Message", "MetricStore", "PaperSource",
                      "Plugin", "PluginContext", "Usage"], "autolab_core.interfaces"),
+    "write_atomic": "autolab_core.atomic",
+    **dict.fromkeys(["parse_duration", "parse_options"], "autolab_core.config"),
+    **dict.fromkeys(["JobDirectory", "Slot"], "autolab_core.jobdir"),
+    **dict.fromkeys(["ChatLLM", "CommonOptions", "RawAnswer"], "autolab_core.chat"),
+    "HTTPChatLLM": "autolab_core.chat_http",
+    **dict.fromkeys(["between", "duration", "non_negative", "positive"], "autolab_core.validators"),
     **dict.fromkeys(["Direction", "Experiment", "ExperimentStatus", "Hypothesis", "JobHandle",
                      "JobSpec", "JobState", "JobStatus", "LogChunk", "MetricPoint", "Paper",
                      "Result", "to_dict"], "autolab_core.models"),
 }
 
 __all__ = [
-    "LLM", "AutolabError", "BackendError", "BudgetExceeded", "Completion", "ConfigError",
-    "Direction", "Experiment", "ExperimentStatus", "Hypothesis", "JobBackend", "JobHandle",
-    "JobSpec", "JobState", "JobStatus", "LLMError", "LabError", "LogChunk", "Message",
-    "MetricPoint", "MetricStore", "Paper", "PaperSource", "PatchError", "Plugin",
-    "PluginContext", "PluginError", "Result", "Usage", "hookimpl", "to_dict",
+    "LLM",
+    "AutolabError",
+    "BackendError",
+    "BudgetExceeded",
+    "ChatLLM",
+    "CommonOptions",
+    "Completion",
+    "ConfigError",
+    "Direction",
+    "Experiment",
+    "ExperimentStatus",
+    "HTTPChatLLM",
+    "Hypothesis",
+    "JobBackend",
+    "JobDirectory",
+    "JobHandle",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
+    "LLMError",
+    "LabError",
+    "LogChunk",
+    "Message",
+    "MetricPoint",
+    "MetricStore",
+    "Paper",
+    "PaperSource",
+    "PatchError",
+    "Plugin",
+    "PluginContext",
+    "PluginError",
+    "RawAnswer",
+    "Result",
+    "Slot",
+    "Usage",
+    "between",
+    "duration",
+    "hookimpl",
+    "non_negative",
+    "parse_duration",
+    "parse_options",
+    "positive",
+    "to_dict",
+    "write_atomic",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
 
@@ -48,6 +96,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from autolab_core.atomic import write_atomic
+    from autolab_core.chat import ChatLLM, CommonOptions, RawAnswer
+    from autolab_core.chat_http import HTTPChatLLM
+    from autolab_core.config import parse_duration, parse_options
     from autolab_core.errors import (
         AutolabError,
         BackendError,
@@ -70,6 +122,7 @@ if TYPE_CHECKING:
         PluginContext,
         Usage,
     )
+    from autolab_core.jobdir import JobDirectory, Slot
     from autolab_core.models import (
         Direction,
         Experiment,
@@ -85,3 +138,4 @@ if TYPE_CHECKING:
         Result,
         to_dict,
     )
+    from autolab_core.validators import between, duration, non_negative, positive

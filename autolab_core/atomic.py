@@ -7,13 +7,14 @@ either the old content or the new, never half of it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def _temp_name(path: Path) -> Path:
@@ -49,6 +50,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike[str], *, fsync: bool = True,
+                durable_dir: bool = False) -> Iterator[IO[bytes]]:
+    """A binary file that replaces ``path`` when the ``with`` block ends without an error.
+
+    For writers that stream (``pyarrow.parquet.write_table(table, fh)``); on an error the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    tmp = _temp_name(target)
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable_dir:
+        fsync_dir(target.parent)
+
+
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, fsync: bool = True,
                  durable_dir: bool = False) -> None:
     """Replace ``path`` with ``data`` (text is written as UTF-8) atomically.
@@ -56,15 +81,8 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, fsync: bool
     ``fsync=False`` skips the flush to disk when only atomicity towards readers matters;
     ``durable_dir=True`` also fsyncs the directory so the rename survives a power cut.
     """
-    target = Path(path)
-    tmp = _write_temp(target, data, fsync)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable_dir:
-        fsync_dir(target.parent)
+    with open_atomic(path, fsync=fsync, durable_dir=durable_dir) as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,21 +11,29 @@ Subclass :class:`JobBackendContract` in a pytest module and provide ``make_backe
 Each test submits small Python commands (``sys.executable`` on the machine that runs the job;
 override :meth:`python` if the job runs elsewhere) and waits for them with a deadline, so a
 backend that never reaches a terminal state fails instead of hanging.
+
+:class:`InMemoryBackend` is a backend for unit tests of the loop and the gate: nothing runs,
+each job moves through PENDING and RUNNING and ends the way a script says, with the output
+(``AUTOLAB_METRIC`` and ``AUTOLAB_RESULT`` lines included) that the script gives it.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from autolab_core.interfaces import JobBackend, PluginContext
-from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus
+from autolab_core.metriclines import format_metric_line, format_result_line
+from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChunk
+from autolab_core.runner import NONCE_ENV
 
 
 def wait_for(
@@ -174,3 +182,145 @@ def make_context(tmp_path: Path, name: str = "lab") -> PluginContext:
     state = tmp_path / ".autolab"
     state.mkdir(parents=True, exist_ok=True)
     return PluginContext(lab_root=tmp_path, state_dir=state, lab_name=name)
+
+
+# -- an in-memory backend for unit tests ---------------------------------------------------------
+@attrs.frozen
+class ScriptedRun:
+    """How one in-memory job behaves.
+
+    It is PENDING for ``polls_pending`` polls, RUNNING for ``polls_running`` polls (None: until
+    cancelled or over its time limit), then ends with ``status``. Its log is ``output``, then
+    one ``AUTOLAB_METRIC`` line per entry of ``metrics`` (a mapping with ``step`` and values),
+    then, with ``result``, the ``AUTOLAB_RESULT`` line carrying the job's nonce as the runner
+    would print it (``{"metric": "val_loss", "value": 1.9}``).
+    """
+
+    status: JobStatus = JobStatus.SUCCEEDED
+    output: str = ""
+    metrics: Sequence[Mapping[str, float]] = ()
+    result: Mapping[str, Any] | None = None
+    exit_code: int | None = None  # default: 0 when it succeeds, 1 otherwise
+    reason: str | None = None
+    polls_pending: int = 0
+    polls_running: int | None = 1
+    cost_usd: float | None = None
+    hardware: Mapping[str, str] = attrs.field(factory=dict)
+
+    def log_text(self, spec: JobSpec) -> str:
+        lines = [self.output] if self.output else []
+        for point in self.metrics:
+            values = {k: float(v) for k, v in point.items() if k != "step"}
+            lines.append(format_metric_line(int(point.get("step", 0)), values) + "\n")
+        if self.result is not None:
+            payload = {"nonce": spec.env.get(NONCE_ENV, ""), **self.result}
+            lines.append(format_result_line(payload) + "\n")
+        return "".join(lines)
+
+
+@attrs.define
+class _MemoryJob:
+    handle: JobHandle
+    spec: JobSpec
+    run: ScriptedRun
+    polls: int = 0
+    started_at: float | None = None
+    state: JobState = attrs.field(factory=lambda: JobState(JobStatus.PENDING))
+
+
+@attrs.define
+class MemoryWorld:
+    """What an in-memory "cluster" holds; backends built on the same world share jobs."""
+
+    jobs: dict[str, _MemoryJob] = attrs.field(factory=dict)
+    submitted: list[JobSpec] = attrs.field(factory=list)
+    counter: Any = attrs.field(factory=itertools.count)
+
+
+_WORLDS: dict[str, MemoryWorld] = {}
+
+
+class InMemoryBackend(JobBackend):
+    """A :class:`JobBackend` whose jobs run nowhere and end as ``script(spec)`` says.
+
+    Backends made with the same ``context.state_dir`` (or the same ``world``) see the same
+    jobs, so ``reattach`` from a new instance works as with a real backend. The time limit is
+    enforced in real time; ``submitted`` lists every spec, for assertions.
+    """
+
+    name = "in-memory"
+    description = "jobs that end as a test script says; nothing runs (for unit tests)"
+
+    def __init__(self, options: Mapping[str, Any], context: PluginContext, *,
+                 script: Callable[[JobSpec], ScriptedRun] | None = None,
+                 world: MemoryWorld | None = None, capacity: int | None = None) -> None:
+        super().__init__(options, context)
+        self.script = script or (lambda spec: ScriptedRun())
+        self.world = world or _WORLDS.setdefault(str(context.state_dir), MemoryWorld())
+        self.capacity = capacity
+
+    @property
+    def submitted(self) -> list[JobSpec]:
+        return self.world.submitted
+
+    def submit(self, spec: JobSpec) -> JobHandle:
+        job_id = f"mem-{next(self.world.counter)}-{spec.experiment_id}"
+        handle = JobHandle(self.name, job_id, spec.experiment_id, submitted_at=time.time(),
+                           data={"slot": self.name})
+        self.world.jobs[job_id] = _MemoryJob(handle, spec, self.script(spec))
+        self.world.submitted.append(spec)
+        return handle
+
+    def _advance(self, job: _MemoryJob) -> JobState:
+        if job.state.status.terminal:
+            return job.state
+        job.polls += 1
+        run, now = job.run, time.time()
+        if job.polls <= run.polls_pending:
+            return job.state
+        if job.started_at is None:
+            job.started_at = now
+        limit = job.spec.time_limit_s
+        if limit is not None and now - job.started_at > limit:
+            job.state = JobState(JobStatus.TIMEOUT, reason=f"time limit of {limit:g}s exceeded",
+                                 started_at=job.started_at, finished_at=now, slot=self.name)
+        elif run.polls_running is None or job.polls <= run.polls_pending + run.polls_running:
+            job.state = JobState(JobStatus.RUNNING, started_at=job.started_at,
+                                 hardware=run.hardware, slot=self.name)
+        else:
+            ok = run.status is JobStatus.SUCCEEDED
+            code = run.exit_code if run.exit_code is not None else (0 if ok else 1)
+            reason = run.reason or (None if ok else f"exit code {code}")
+            job.state = JobState(run.status, reason=reason, exit_code=code,
+                                 started_at=job.started_at, finished_at=now,
+                                 hardware=run.hardware, cost_usd=run.cost_usd, slot=self.name)
+        return job.state
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
+        states = {}
+        for h in handles:
+            job = self.world.jobs.get(h.job_id)
+            states[h.job_id] = (JobState(JobStatus.UNKNOWN, reason=f"no job {h.job_id}")
+                                if job is None else self._advance(job))
+        return states
+
+    def logs(self, handle: JobHandle, since: int = 0) -> LogChunk:
+        job = self.world.jobs.get(handle.job_id)
+        if job is None or job.started_at is None:
+            return LogChunk("", since)
+        data = job.run.log_text(job.spec).encode()
+        return LogChunk(data[since:].decode(errors="replace"), max(since, len(data)))
+
+    def cancel(self, handle: JobHandle) -> None:
+        job = self.world.jobs.get(handle.job_id)
+        if job is not None and not job.state.status.terminal:
+            job.state = JobState(JobStatus.CANCELLED, reason="cancelled",
+                                 started_at=job.started_at, finished_at=time.time())
+
+    def reattach(self, job_id: str) -> JobHandle | None:
+        job = self.world.jobs.get(job_id)
+        return None if job is None else job.handle
+
+    def find(self, experiment_id: str) -> JobHandle | None:
+        found = [j.handle for j in self.world.jobs.values() if j.spec.experiment_id == experiment_id]
+        return found[-1] if found else None

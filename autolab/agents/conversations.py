@@ -9,13 +9,13 @@ orchestrator commits the conversations behind experiments to ``lab-records/conve
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autolab_core.atomic import write_atomic
 from autolab_core.errors import AutolabError
 from autolab_core.interfaces import LLM, Completion, Message
 
@@ -117,9 +117,7 @@ class Conversation:
             record = json.loads(self.path.read_text())
             record.setdefault("followups", {})[self.embedded_key] = self.record
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(record, indent=1, default=str))
 
 
 def _usage(usage: Any) -> dict[str, Any]:

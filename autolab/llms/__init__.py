@@ -3,8 +3,8 @@
 Provider modules import only httpx at module level; huggingface_hub is imported when used.
 """
 
-from autolab.llms.base import ChatLLM, ProviderError
 from autolab.llms.budget import BudgetedLLM, LLMLedger
-from autolab.llms.schema import extract_json, validate
+from autolab_core.chat import ChatLLM, ProviderError
+from autolab_core.schema import extract_json, validate
 
 __all__ = ["BudgetedLLM", "ChatLLM", "LLMLedger", "ProviderError", "extract_json", "validate"]

@@ -9,15 +9,13 @@ fallback. ``structured = "prompt"`` uses the prompt alone. Answers are always va
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from autolab.llms.base import SCHEMA_NAME, CommonOptions, RawAnswer, system_with_schema
-from autolab.llms.http import HTTPChatLLM
-from autolab_core.errors import LLMError
+from autolab_core.chat import SCHEMA_NAME, CommonOptions, RawAnswer, system_with_schema
+from autolab_core.chat_http import HTTPChatLLM
 from autolab_core.interfaces import Message, PluginContext
 
 
@@ -36,32 +34,18 @@ class AnthropicLLM(HTTPChatLLM):
     name = "anthropic"
     description = "Anthropic Messages API (Claude), structured output through a forced tool"
     options_class = AnthropicOptions
+    key_option = "api_key_env"
+    key_hint = "your Anthropic API key"
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.key_env: str | None = self.opts.api_key_env
         self.url = self.opts.base_url.rstrip("/") + "/v1/messages"
 
-    def check(self) -> str | None:
-        if self.key_env and not os.environ.get(self.key_env):
-            return f"${self.key_env} is not set: export your Anthropic API key in it"
-        return None
-
     def headers(self) -> dict[str, str]:
-        headers = {
-            "content-type": "application/json",
-            "anthropic-version": self.opts.anthropic_version,
-            **self.opts.headers,
-        }
-        if self.key_env:
-            key = os.environ.get(self.key_env)
-            if not key:
-                raise LLMError(
-                    f"{self.name} model {self.model!r}: ${self.key_env} is not set; export your "
-                    "Anthropic API key in it (api_key_env names the variable)"
-                )
-            headers["x-api-key"] = key
-        return headers
+        return {"anthropic-version": self.opts.anthropic_version, **super().headers()}
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
 
     def body(
         self,

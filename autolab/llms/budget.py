@@ -9,11 +9,11 @@ may overshoot by its own cost, since cost is known only after the answer.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autolab_core.atomic import write_atomic
 from autolab_core.errors import BudgetExceeded, LLMError
 from autolab_core.interfaces import LLM, Completion, Message, Usage
 
@@ -49,9 +49,7 @@ class LLMLedger:
         per["spent_usd"] += usage.cost_usd
         per["calls"] += 1
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(d, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(d, indent=1, sort_keys=True))
 
 
 class BudgetedLLM(LLM):

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from autolab.llms.base import (
+from autolab_core.chat import (
     SCHEMA_NAME,
     ChatLLM,
     CommonOptions,
@@ -23,8 +23,8 @@ from autolab.llms.base import (
     retry_after_seconds,
     system_with_schema,
 )
-from autolab.llms.schema import portable_schema
 from autolab_core.interfaces import Message, PluginContext
+from autolab_core.schema import portable_schema
 
 
 @attrs.frozen
@@ -42,10 +42,11 @@ class HFInferenceLLM(ChatLLM):
     name = "hf-inference"
     description = "Hugging Face Inference Providers (InferenceClient.chat_completion)"
     options_class = HFInferenceOptions
+    key_option = "token_env"
+    key_hint = "a Hugging Face token with inference access"
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.key_env: str | None = self.opts.token_env
         self._client: Any = None
 
     @classmethod
@@ -54,13 +55,9 @@ class HFInferenceLLM(ChatLLM):
             return "huggingface_hub is not installed: pip install 'autolab[hf]'"
         return None
 
-    def check(self) -> str | None:
-        missing = self.available()
-        if missing:
-            return missing
-        if self.key_env and not os.environ.get(self.key_env) and not self.opts.base_url:
-            return f"${self.key_env} is not set: export a Hugging Face token with inference access"
-        return None
+    def needs_key(self) -> bool:
+        """A self-hosted ``base_url`` needs no token; the Hub may also use a saved login."""
+        return not self.opts.base_url
 
     def client(self) -> Any:
         if self._client is None:

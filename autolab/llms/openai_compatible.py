@@ -10,17 +10,16 @@ reject; ``strict = false`` sends it whole, so llama.cpp and vLLM also bound stri
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from autolab.llms.base import SCHEMA_NAME, CommonOptions, RawAnswer, system_with_schema
-from autolab.llms.http import HTTPChatLLM
-from autolab.llms.schema import portable_schema
-from autolab_core.errors import LLMError
+from autolab_core.chat import SCHEMA_NAME, CommonOptions, RawAnswer, system_with_schema
+from autolab_core.chat_http import HTTPChatLLM
+from autolab_core.errors import ConfigError
 from autolab_core.interfaces import Message, PluginContext
+from autolab_core.schema import portable_schema
 
 
 @attrs.frozen
@@ -41,35 +40,17 @@ class OpenAICompatibleLLM(HTTPChatLLM):
     name = "openai-compatible"
     description = "Any OpenAI-compatible /chat/completions server (vLLM, llama.cpp, OpenAI, ...)"
     options_class = OpenAIOptions
+    key_option = "api_key_env"
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
         if not self.opts.base_url:
-            from autolab_core.errors import ConfigError
-
             raise ConfigError(
                 "[llm.openai-compatible] base_url is required, e.g. "
                 "base_url = \"http://127.0.0.1:8000/v1\" or \"https://api.openai.com/v1\""
             )
-        self.key_env: str | None = self.opts.api_key_env
+        self.key_hint = f"the API key for {self.opts.base_url}"
         self.url = self.opts.base_url.rstrip("/") + "/chat/completions"
-
-    def check(self) -> str | None:
-        if self.key_env and not os.environ.get(self.key_env):
-            return f"${self.key_env} is not set: export it with the API key for {self.opts.base_url}"
-        return None
-
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", **self.opts.headers}
-        if self.key_env:
-            key = os.environ.get(self.key_env)
-            if not key:
-                raise LLMError(
-                    f"{self.name} model {self.model!r}: ${self.key_env} is not set; export the "
-                    f"API key for {self.opts.base_url} in it (api_key_env names the variable)"
-                )
-            headers["authorization"] = f"Bearer {key}"
-        return headers
 
     def body(
         self,

@@ -45,18 +45,14 @@ from typing import Any
 
 import attrs
 
-from autolab_core.config import parse_options
+from autolab_core.atomic import fsync_dir, open_atomic
 from autolab_core.errors import PluginError
 from autolab_core.interfaces import MetricStore, PluginContext
 from autolab_core.models import MetricPoint
+from autolab_core.validators import positive
 
 _NAME = re.compile(r"^L(\d+)-(\d+)-([0-9a-f]+)\.parquet$")
 _REPLACES_KEY = b"autolab.replaces"
-
-
-def _positive(_inst: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
 @attrs.frozen
@@ -64,28 +60,17 @@ class ParquetOptions:
     """``[metrics.parquet]`` options."""
 
     dir: str | None = None  # default: <state_dir>/metrics; relative paths are from the lab root
-    flush_points: int = attrs.field(default=50_000, validator=_positive)
+    flush_points: int = attrs.field(default=50_000, validator=positive)
     flush_interval: float = attrs.field(
-        default=30.0, validator=_positive, metadata={"duration": True}
+        default=30.0, validator=positive, metadata={"duration": True}
     )
-    compact_fanout: int = attrs.field(default=16, validator=_positive)
-    row_group_size: int = attrs.field(default=128 * 1024, validator=_positive)
+    compact_fanout: int = attrs.field(default=16, validator=positive)
+    row_group_size: int = attrs.field(default=128 * 1024, validator=positive)
     compression: str = attrs.field(
         default="zstd", metadata={"choices": ["zstd", "snappy", "gzip", "lz4", "none"]}
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 class ParquetMetricStore(MetricStore):
@@ -93,10 +78,11 @@ class ParquetMetricStore(MetricStore):
 
     name = "parquet"
     description = "Append-only Parquet dataset in the lab's state dir (default)"
+    options_class = ParquetOptions
+    opts: ParquetOptions
 
     def __init__(self, options: dict[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts = parse_options(ParquetOptions, options, "metrics.parquet")
         if self.opts.dir is None:
             self.root = Path(context.state_dir) / "metrics"
         else:
@@ -183,7 +169,7 @@ class ParquetMetricStore(MetricStore):
             for n in names:
                 if n in replaced:
                     (self.root / n).unlink(missing_ok=True)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def _write_file(self, table: Any, level: int, replaces: Sequence[str] = ()) -> str:
         import pyarrow.parquet as pq
@@ -193,17 +179,12 @@ class ParquetMetricStore(MetricStore):
             meta = dict(table.schema.metadata or {})
             meta[_REPLACES_KEY] = json.dumps(list(replaces)).encode()
             table = table.replace_schema_metadata(meta)
-        tmp = self.root / f".{name}.tmp"
         compression = None if self.opts.compression == "none" else self.opts.compression
-        with open(tmp, "wb") as fh:
+        with open_atomic(self.root / name, durable_dir=True) as fh:
             pq.write_table(
                 table, fh, row_group_size=self.opts.row_group_size, compression=compression,
                 use_dictionary=["experiment_id", "name"], write_statistics=True,
             )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / name)
-        _fsync_dir(self.root)
         if replaces:
             self._replaces[name] = tuple(replaces)
         return name
@@ -288,7 +269,7 @@ class ParquetMetricStore(MetricStore):
         merged = self._write_file(table, level, replaces=names)
         for n in names:  # the merged file is durable; now the inputs may go
             (self.root / n).unlink(missing_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return merged
 
     def compact(self, full: bool = False) -> list[Path]:
@@ -358,7 +339,6 @@ class ParquetMetricStore(MetricStore):
             path = path / "metrics.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         table = self.query()
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        with open_atomic(path) as fh:
+            pq.write_table(table, fh, compression="zstd")
         return path

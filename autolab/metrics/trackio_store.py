@@ -42,10 +42,11 @@ from typing import Any
 
 import attrs
 
-from autolab_core.config import parse_options
+from autolab_core.atomic import open_atomic
 from autolab_core.errors import AutolabError, PluginError
 from autolab_core.interfaces import MetricStore, PluginContext
 from autolab_core.models import MetricPoint
+from autolab_core.validators import positive
 
 _STRUCTURAL = ("id", "run_id", "timestamp", "run_name", "step", "log_id", "space_id")
 
@@ -54,20 +55,15 @@ class MetricsLostError(AutolabError):
     """Points this store wrote are missing when read back from Trackio's database."""
 
 
-def _positive(_inst: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
 @attrs.frozen
 class TrackioOptions:
     """``[metrics.trackio]`` options."""
 
     dir: str | None = None  # TRACKIO_DIR; default <state_dir>/metrics/trackio
     project: str | None = None  # default: the lab's name
-    flush_points: int = attrs.field(default=5_000, validator=_positive)
+    flush_points: int = attrs.field(default=5_000, validator=positive)
     flush_interval: float = attrs.field(
-        default=5.0, validator=_positive, metadata={"duration": True}
+        default=5.0, validator=positive, metadata={"duration": True}
     )
 
 
@@ -130,6 +126,8 @@ class TrackioMetricStore(MetricStore):
 
     name = "trackio"
     description = "Trackio runs (trackio show is the live dashboard); pip install 'autolab[trackio]'"
+    options_class = TrackioOptions
+    opts: TrackioOptions
 
     @classmethod
     def available(cls) -> str | None:
@@ -139,7 +137,6 @@ class TrackioMetricStore(MetricStore):
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts = parse_options(TrackioOptions, options, "metrics.trackio")
         if self.opts.dir is None:
             self.dir = Path(context.state_dir) / "metrics" / "trackio"
         else:
@@ -380,8 +377,7 @@ class TrackioMetricStore(MetricStore):
                 f"{table.num_rows} points but its database holds {expected}; export again, "
                 f"or read {self.db_path} directly"
             )
-        tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-        pq.write_table(table, tmp_path, compression="zstd")
-        os.replace(tmp_path, path)
+        with open_atomic(path) as fh:
+            pq.write_table(table, fh, compression="zstd")
         return path
 

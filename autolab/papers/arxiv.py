@@ -18,27 +18,22 @@ import attrs
 
 from autolab.papers.base import PaperSourceError, clean, newest_first
 from autolab.papers.ratelimit import RateLimiter, shared_limiter
-from autolab_core.config import parse_options
 from autolab_core.interfaces import PaperSource, PluginContext
 from autolab_core.models import Paper
+from autolab_core.validators import non_negative
 
 ATOM = "http://www.w3.org/2005/Atom"
 ARXIV = "http://arxiv.org/schemas/atom"
 _VERSION = re.compile(r"v\d+$")
 
 
-def _positive(_i: Any, a: Any, v: Any) -> None:
-    if v < 0:
-        raise ValueError(f"{a.name} must be >= 0, got {v!r}")
-
-
 @attrs.frozen
 class ArxivOptions:
     base_url: str = "https://export.arxiv.org/api/query"
     categories: list[str] = attrs.field(factory=list)
-    interval_s: float = attrs.field(default=3.0, validator=_positive)
-    timeout_s: float = attrs.field(default=30.0, validator=_positive)
-    max_retries: int = attrs.field(default=2, validator=_positive)
+    interval_s: float = attrs.field(default=3.0, validator=non_negative)
+    timeout_s: float = attrs.field(default=30.0, validator=non_negative)
+    max_retries: int = attrs.field(default=2, validator=non_negative)
 
 
 def _find(el: ET.Element, name: str, ns: str = ATOM) -> ET.Element | None:
@@ -124,10 +119,11 @@ class ArxivSource(PaperSource):
 
     name = "arxiv"
     description = "arXiv export API (Atom), one request per 3 s"
+    options_class = ArxivOptions
+    opts: ArxivOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts = parse_options(ArxivOptions, options, "papers.arxiv")
         host = urlparse(self.opts.base_url).netloc or self.opts.base_url
         self.limiter: RateLimiter = shared_limiter(host, self.opts.interval_s)
         self._client: Any = None

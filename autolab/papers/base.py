@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from autolab_core.atomic import write_atomic
 from autolab_core.errors import AutolabError
 from autolab_core.models import Paper
 
@@ -60,6 +60,4 @@ class MinedPapers:
         if idea not in ideas:
             ideas.append(idea)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True))

@@ -15,7 +15,6 @@ from typing import Any
 import attrs
 
 from autolab.papers.base import PaperSourceError, clean, newest_first
-from autolab_core.config import parse_options
 from autolab_core.interfaces import PaperSource, PluginContext
 from autolab_core.models import Paper
 
@@ -48,10 +47,11 @@ class HFPapersSource(PaperSource):
 
     name = "hf-papers"
     description = "Hugging Face Papers (search and daily papers)"
+    options_class = HFPapersOptions
+    opts: HFPapersOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts = parse_options(HFPapersOptions, options, "papers.hf-papers")
         self._api: Any = None
 
     @classmethod

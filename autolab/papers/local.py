@@ -12,7 +12,6 @@ from typing import Any
 import attrs
 
 from autolab.papers.base import PaperSourceError, clean
-from autolab_core.config import parse_options
 from autolab_core.interfaces import PaperSource, PluginContext
 from autolab_core.models import Paper
 
@@ -156,10 +155,11 @@ class LocalSource(PaperSource):
 
     name = "local"
     description = "A folder of markdown, BibTeX or JSON notes"
+    options_class = LocalOptions
+    opts: LocalOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts = parse_options(LocalOptions, options, "papers.local")
         path = Path(self.opts.path).expanduser()
         self.root = path if path.is_absolute() else context.lab_root / path
 

@@ -26,9 +26,9 @@ import pytest
 from autolab.agents.llm_worker import LLMWorker
 from autolab.agents.skills import Skill
 from autolab.llms.anthropic import AnthropicLLM
-from autolab.llms.base import ProviderError
 from autolab.llms.budget import BudgetedLLM
 from autolab.llms.openai_compatible import OpenAICompatibleLLM
+from autolab_core.chat import ProviderError
 from autolab_core.errors import LLMError, PatchError
 from autolab_core.interfaces import Message
 from autolab_core.models import Hypothesis

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from autolab.llms.anthropic import AnthropicLLM
-from autolab.llms.base import retry_after_seconds
 from autolab.llms.budget import BudgetedLLM
 from autolab.llms.hf_inference import HFInferenceLLM
 from autolab.llms.openai_compatible import OpenAICompatibleLLM
-from autolab.llms.schema import extract_json, validate
+from autolab_core.chat import retry_after_seconds
 from autolab_core.errors import BudgetExceeded, ConfigError, LLMError
 from autolab_core.interfaces import Message
 from autolab_core.plugins import PluginManager
+from autolab_core.schema import extract_json, validate
 from autolab_core.testing import make_context
 from tests.llm_scripted_server import ScriptedLLMServer
 

@@ -1,26 +1,32 @@
-"""What the providers share: options, HTTP retries with backoff, cost, and schema retries.
+"""The chat-LLM base: options, retries with backoff, cost, API keys and schema retries.
 
 A provider implements :meth:`ChatLLM._call` (one round trip, returning the raw text, the
-structured data if the server returned it separately, and usage). :meth:`ChatLLM.complete`
-adds the rest: it validates structured answers against the schema and asks again with the
-error fed back, a bounded number of times; it retries 429 and 5xx answers with exponential
-backoff, honouring ``Retry-After``; and every error names the provider, model and status.
+structured data if the server returned it separately, and usage); an HTTP provider subclasses
+:class:`autolab_core.chat_http.HTTPChatLLM` and writes only ``body`` and ``parse``.
+:meth:`ChatLLM.complete` adds the rest: it validates structured answers against the schema and
+asks again with the error fed back, a bounded number of times; it retries 408/409/429, 5xx and
+network failures with exponential backoff, honouring ``Retry-After``; and every error names the
+provider, model and status. API keys: set ``key_option`` to the option that names the
+environment variable holding the key; ``check()`` and ``api_key()`` are written here.
+No import beyond attrs at module level (httpx is imported when a request is made).
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import attrs
 
-from autolab.llms.schema import extract_json, validate
-from autolab_core.config import parse_options
 from autolab_core.errors import ConfigError, LLMError
 from autolab_core.interfaces import LLM, Completion, Message, PluginContext, Usage
+from autolab_core.schema import extract_json, validate
+from autolab_core.validators import non_negative, positive
 
 T = TypeVar("T")
 
@@ -32,7 +38,8 @@ class ProviderError(LLMError):
     budget can charge it.
     """
 
-    def __init__(self, message: str, status: int | None = None, usage: Usage | None = None):
+    def __init__(self, message: str, status: int | None = None,
+                 usage: Usage | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.usage = usage or Usage()
@@ -41,20 +48,11 @@ class ProviderError(LLMError):
 class HTTPFailure(Exception):
     """Raised by a provider's round trip: ``status`` None means no answer (timeout, refused)."""
 
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+    def __init__(self, message: str, status: int | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
-
-
-def _positive(_inst: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
-def _non_negative(_inst: Any, attribute: Any, value: Any) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
 def _prices(_inst: Any, _attribute: Any, value: Mapping[str, Any]) -> None:
@@ -74,12 +72,12 @@ class CommonOptions:
     """Options every provider takes (see docs/llm.md)."""
 
     model: str = ""
-    timeout_s: float = attrs.field(default=120.0, validator=_positive)
-    max_retries: int = attrs.field(default=4, validator=_non_negative)
-    backoff_s: float = attrs.field(default=1.0, validator=_non_negative)
-    max_backoff_s: float = attrs.field(default=60.0, validator=_non_negative)
-    schema_retries: int = attrs.field(default=2, validator=_non_negative)
-    max_tokens: int = attrs.field(default=2048, validator=_positive)
+    timeout_s: float = attrs.field(default=120.0, validator=positive)
+    max_retries: int = attrs.field(default=4, validator=non_negative)
+    backoff_s: float = attrs.field(default=1.0, validator=non_negative)
+    max_backoff_s: float = attrs.field(default=60.0, validator=non_negative)
+    schema_retries: int = attrs.field(default=2, validator=non_negative)
+    max_tokens: int = attrs.field(default=2048, validator=positive)
     temperature: float | None = None
     prices: dict[str, float] = attrs.field(factory=dict, validator=_prices)
 
@@ -130,18 +128,49 @@ def schema_instruction(schema: Mapping[str, Any]) -> str:
 
 
 class ChatLLM(LLM):
-    """Base class of the built-in providers. Subclasses set ``options_class`` and ``_call``."""
+    """Base class of chat providers. Subclasses set ``options_class`` (a subclass of
+    :class:`CommonOptions`) and implement ``_call``."""
 
-    options_class: ClassVar[type] = CommonOptions
+    options_class: ClassVar[type[Any] | None] = CommonOptions
+    #: The option that names the environment variable holding the API key (e.g.
+    #: ``"api_key_env"``); None: this provider takes no key.
+    key_option: ClassVar[str | None] = None
+    #: What the key is, in words, for error messages ("your Anthropic API key").
+    key_hint: str = "the API key"
     #: Waits between retries go through this, so tests can record them instead of sleeping.
     sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts: Any = parse_options(self.options_class, options, f"llm.{self.name}")
         if not self.opts.model:
             raise ConfigError(f"[llm.{self.name}] model is required, e.g. model = \"<model id>\"")
         self.model: str = self.opts.model
+        self.key_env: str | None = getattr(self.opts, self.key_option) if self.key_option else None
+
+    # -- API keys ----------------------------------------------------------------------------
+    def needs_key(self) -> bool:
+        """Whether requests carry a key (override: e.g. not for a self-hosted ``base_url``)."""
+        return bool(self.key_env)
+
+    def check(self) -> str | None:
+        missing = self.available()
+        if missing:
+            return missing
+        if self.key_env and self.needs_key() and not os.environ.get(self.key_env):
+            return f"${self.key_env} is not set: export {self.key_hint} in it"
+        return None
+
+    def api_key(self) -> str | None:
+        """The key from ``$key_env``; None when no key is configured; LLMError when unset."""
+        if not self.key_env:
+            return None
+        key = os.environ.get(self.key_env)
+        if not key and self.needs_key():
+            raise LLMError(
+                f"{self.name} model {self.model!r}: ${self.key_env} is not set; export "
+                f"{self.key_hint} in it ({self.key_option} names the variable)"
+            )
+        return key or None
 
     # -- to implement ------------------------------------------------------------------------
     def _call(
@@ -167,9 +196,7 @@ class ChatLLM(LLM):
         where = f"HTTP {status}: " if status is not None else ""
         hint = ""
         if status in (401, 403):
-            hint = "; check the API key" + (
-                f" in ${self.key_env}" if getattr(self, "key_env", None) else ""
-            )
+            hint = "; check the API key" + (f" in ${self.key_env}" if self.key_env else "")
         elif status == 404:
             hint = "; check base_url and the model name"
         elif status == 429:
@@ -213,7 +240,7 @@ class ChatLLM(LLM):
         attempts: list[dict[str, Any]] = []
         problem = ""
         for _ in range(self.opts.schema_retries + 1 if schema is not None else 1):
-            answer = self.with_retries(lambda m=msgs: self._call(m, schema, limit, temp))  # type: ignore[misc]
+            answer = self.with_retries(functools.partial(self._call, list(msgs), schema, limit, temp))
             total = add_usage(total, answer.usage)
             if schema is None:
                 return Completion(answer.text, None, total, answer.model or self.model, answer.raw)

@@ -1,11 +1,16 @@
-"""One httpx round trip that turns every failure into :class:`HTTPFailure`."""
+"""Chat providers that are one JSON POST per call, over httpx (imported on first request).
+
+A subclass sets ``url`` and writes ``body`` (the request) and ``parse`` (the answer into a
+:class:`~autolab_core.chat.RawAnswer`); headers (content type, the API key from
+``key_option``, extra ``headers`` from the options) and every failure mode are handled here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autolab.llms.base import ChatLLM, HTTPFailure, RawAnswer, retry_after_seconds
+from autolab_core.chat import ChatLLM, HTTPFailure, RawAnswer, retry_after_seconds
 from autolab_core.interfaces import Message
 
 
@@ -43,17 +48,26 @@ def post_json(
 
 class HTTPChatLLM(ChatLLM):
     """A provider that is one JSON POST per call: subclasses set ``url`` and implement
-    ``body``, ``headers`` and ``parse``; the httpx client is made on first use."""
+    ``body`` and ``parse``; the httpx client is made on first use."""
 
     url: str
     _client: Any = None
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        """The headers that carry ``key`` (default: ``Authorization: Bearer``)."""
+        return {"authorization": f"Bearer {key}"}
 
     def body(self, messages: Sequence[Message], schema: Mapping[str, Any] | None,
              max_tokens: int, temperature: float | None) -> dict[str, Any]:
         raise NotImplementedError
 
     def headers(self) -> dict[str, str]:
-        raise NotImplementedError
+        """Content type, the options' extra ``headers``, then the API key's headers."""
+        headers = {"content-type": "application/json", **getattr(self.opts, "headers", {})}
+        key = self.api_key()
+        if key:
+            headers.update(self.auth_headers(key))
+        return headers
 
     def parse(self, data: Mapping[str, Any]) -> RawAnswer:
         raise NotImplementedError

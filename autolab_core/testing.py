@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import pytest
@@ -36,8 +36,14 @@ from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChun
 from autolab_core.runner import NONCE_ENV
 
 
+class Pollable(Protocol):
+    """Anything with a batched ``poll``: a backend, or an ``autolab_core.jobdir.JobDirectory``."""
+
+    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]: ...
+
+
 def wait_for(
-    backend: JobBackend,
+    backend: Pollable,
     handle: JobHandle,
     until: Callable[[JobState], bool] = lambda s: s.status.terminal,
     timeout: float = 60.0,

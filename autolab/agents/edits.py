@@ -1,10 +1,15 @@
-"""Search/replace edits: validated before anything is submitted, and an optional smoke run.
+"""Patch validation (the one place it happens), search/replace edits, and a smoke run.
+
+:func:`validate_patch` is the single validator of a patch given as new file contents, used by
+every patch writer's caller: only editable, unprotected files inside the lab, a change at all,
+at most :attr:`PatchLimits.max_changed_lines` changed lines, and every changed Python file
+still compiles. :class:`PatchLimits` is the single source of the limits (``[llm.worker]
+max_changed_lines`` and ``max_edits`` in ``autolab.toml`` configure it).
 
 An edit is ``{"file", "search", "replace"}``: ``search`` must occur exactly once in ``file``.
-:func:`apply_edits` checks, in order, that each edit targets an editable (and not protected)
-file, that its search text is found exactly once, that the result is a change at all, that it
-stays under the changed-line limit, and that every changed Python file still compiles. Any
-failure raises :class:`PatchError` with a reason written to be fed back to the model.
+:func:`apply_edits` checks the edits themselves (how many, where, found exactly once) and then
+runs :func:`validate_patch` on the result. Any failure raises :class:`PatchError` with a
+reason written to be fed back to the model.
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ from typing import Any
 import attrs
 
 from autolab_core.errors import PatchError
+from autolab_core.validators import positive
+
+
+@attrs.frozen
+class PatchLimits:
+    """How large one patch may be: the single source of these limits."""
+
+    max_changed_lines: int = attrs.field(default=60, validator=positive)
+    max_edits: int = attrs.field(default=4, validator=positive)
+
+
+DEFAULT_LIMITS = PatchLimits()
 
 
 @attrs.frozen
@@ -59,38 +76,82 @@ def _snippet(text: str, limit: int = 80) -> str:
     return repr(first if len(first) <= limit else first[: limit - 3] + "...")
 
 
+def _inside_lab(path: str) -> bool:
+    parts = PurePosixPath(path)
+    return bool(path) and not parts.is_absolute() and ".." not in parts.parts
+
+
+def _check_files(paths: Sequence[str], editable: Sequence[str], protected: Sequence[str],
+                 known: Mapping[str, str] | None, what: str) -> None:
+    allowed = set(editable) - set(protected)
+    for path in paths:
+        if not _inside_lab(path):
+            raise PatchError(f"{what}{path!r} is not a path inside the lab")
+        if path in protected:
+            raise PatchError(f"{what}{path} is protected and may not be changed; "
+                             f"edit only: {', '.join(sorted(allowed))}")
+        if path not in allowed or (known is not None and path not in known):
+            valid = sorted(allowed & set(known)) if known is not None else sorted(allowed)
+            raise PatchError(f"{what}{path!r} is not an editable file; edit only: "
+                             + ", ".join(valid))
+
+
+def validate_patch(
+    old: Mapping[str, str],
+    new: Mapping[str, str],
+    editable: Sequence[str],
+    *,
+    protected: Sequence[str] = (),
+    limits: PatchLimits = DEFAULT_LIMITS,
+) -> dict[str, str]:
+    """The files ``new`` really changes against ``old``; PatchError naming the problem.
+
+    ``old`` and ``new`` map lab paths to full contents (a path missing from ``old`` is a new
+    file). Checks: every path is editable, not protected and inside the lab; something
+    changes; at most ``limits.max_changed_lines`` lines change; Python files compile.
+    """
+    _check_files(sorted(new), editable, protected, None, "")
+    changed = {f: c for f, c in sorted(new.items()) if old.get(f) != c}
+    if not changed:
+        raise PatchError("the patch would change nothing (for an edit: replace must differ from search)")
+    total = sum(changed_lines(old.get(f, ""), c) for f, c in changed.items())
+    if total > limits.max_changed_lines:
+        raise PatchError(
+            f"the patch changes {total} lines; the limit is {limits.max_changed_lines}: make one "
+            "smaller change"
+        )
+    for f, content in changed.items():
+        if f.endswith(".py"):
+            try:
+                compile(content, f, "exec", dont_inherit=True)
+            except SyntaxError as exc:
+                line = (exc.text or "").strip()
+                raise PatchError(
+                    f"the edit breaks the syntax of {f}: {exc.msg} at line {exc.lineno}"
+                    + (f": {line!r}" if line else "")
+                ) from None
+    return changed
+
+
 def apply_edits(
     files: Mapping[str, str],
     edits: Sequence[Edit | Mapping[str, Any]],
     editable: Sequence[str],
     *,
     protected: Sequence[str] = (),
-    max_changed_lines: int = 60,
-    max_edits: int = 8,
+    limits: PatchLimits = DEFAULT_LIMITS,
 ) -> dict[str, str]:
     """The new full contents of every file the edits change; PatchError when invalid."""
+    max_edits = limits.max_edits
     items = list(dict.fromkeys(Edit.coerce(e) for e in edits))  # a repeated edit counts once
     if not items:
         raise PatchError("no edits were given; give at least one search/replace edit")
     if len(items) > max_edits:
         raise PatchError(f"{len(items)} edits; at most {max_edits}: make one focused change")
-    allowed = set(editable) - set(protected)
     current = dict(files)
     touched: set[str] = set()
     for n, edit in enumerate(items, 1):
-        path = PurePosixPath(edit.file)
-        if path.is_absolute() or ".." in path.parts:
-            raise PatchError(f"edit {n}: {edit.file!r} is not a path inside the lab")
-        if edit.file in protected:
-            raise PatchError(
-                f"edit {n}: {edit.file} is protected and may not be changed; "
-                f"edit only: {', '.join(sorted(allowed))}"
-            )
-        if edit.file not in allowed or edit.file not in current:
-            raise PatchError(
-                f"edit {n}: {edit.file!r} is not an editable file; edit only: "
-                + ", ".join(sorted(allowed & set(current)))
-            )
+        _check_files([edit.file], editable, protected, current, f"edit {n}: ")
         if not edit.search:
             raise PatchError(f"edit {n}: the search text is empty; copy the lines to change")
         text = current[edit.file]
@@ -108,26 +169,8 @@ def apply_edits(
             )
         current[edit.file] = text.replace(edit.search, edit.replace, 1)
         touched.add(edit.file)
-    new = {f: current[f] for f in sorted(touched) if current[f] != files[f]}
-    if not new:
-        raise PatchError("the edits change nothing; replace must differ from search")
-    total = sum(changed_lines(files[f], c) for f, c in new.items())
-    if total > max_changed_lines:
-        raise PatchError(
-            f"the edits change {total} lines; the limit is {max_changed_lines}: make one "
-            "smaller change"
-        )
-    for f, content in new.items():
-        if f.endswith(".py"):
-            try:
-                compile(content, f, "exec", dont_inherit=True)
-            except SyntaxError as exc:
-                line = (exc.text or "").strip()
-                raise PatchError(
-                    f"the edit breaks the syntax of {f}: {exc.msg} at line {exc.lineno}"
-                    + (f": {line!r}" if line else "")
-                ) from None
-    return new
+    new = {f: current[f] for f in sorted(touched)}
+    return validate_patch(files, new, editable, protected=protected, limits=limits)
 
 
 def diff(old_files: Mapping[str, str], new_files: Mapping[str, str]) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from autolab.agents.edits import DEFAULT_LIMITS, PatchLimits
 from autolab.agents.llm_researcher import LLMResearcher
 from autolab.agents.llm_worker import LLMWorker
 from autolab.agents.skills import load_skill
@@ -33,6 +34,7 @@ from autolab.llms.budget import BudgetedLLM
 from autolab_core.config import parse_options
 from autolab_core.errors import ConfigError, PluginError
 from autolab_core.interfaces import PaperSource, PluginContext
+from autolab_core.validators import positive
 
 ROLE_TABLES = ("researcher", "worker")
 
@@ -47,9 +49,20 @@ class ResearcherOptions:
 class WorkerOptions:
     constrain_lines: bool = False
     max_attempts: int = 3
-    max_changed_lines: int = 60
-    max_edits: int = 4
+    max_changed_lines: int = attrs.field(default=DEFAULT_LIMITS.max_changed_lines,
+                                         validator=positive)
+    max_edits: int = attrs.field(default=DEFAULT_LIMITS.max_edits, validator=positive)
     max_tokens: int | None = None
+
+    def limits(self) -> PatchLimits:
+        return PatchLimits(self.max_changed_lines, self.max_edits)
+
+
+def patch_limits(config: Any) -> PatchLimits:
+    """The patch limits of a lab (``[llm.worker] max_changed_lines, max_edits``): what every
+    caller of :func:`autolab.agents.edits.validate_patch` passes, LLM or not."""
+    table = getattr(config, "llm_options", {}).get("worker")
+    return parse_options(WorkerOptions, table, "llm.worker").limits()
 
 
 def _plugin(pm: Any, kind: str, name: str, options: dict[str, Any], context: PluginContext) -> Any:
@@ -85,7 +98,7 @@ def build_llm_roles(lab: Any, pm: Any, context: PluginContext) -> tuple[LLMResea
         budgeted, cfg.files.editable, load_skill("worker", context.lab_root),
         protected=cfg.files.protected, conversations_dir=conversations,
         constrain_lines=w_opts.constrain_lines, max_attempts=w_opts.max_attempts,
-        max_changed_lines=w_opts.max_changed_lines, max_edits=w_opts.max_edits,
+        limits=w_opts.limits(),
         max_tokens=w_opts.max_tokens,
     )
     return researcher, worker

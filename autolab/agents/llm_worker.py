@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from autolab.agents.conversations import Conversation
-from autolab.agents.edits import Edit, apply_edits, diff
+from autolab.agents.edits import DEFAULT_LIMITS, Edit, PatchLimits, apply_edits, diff
 from autolab.agents.skills import Skill, load_skill
 from autolab_core.errors import BudgetExceeded, LLMError, PatchError
 from autolab_core.interfaces import LLM, Message
@@ -82,8 +82,7 @@ class LLMWorker:
         skill: Skill | None = None,
         *,
         protected: Sequence[str] = (),
-        max_changed_lines: int = 60,
-        max_edits: int = 4,
+        limits: PatchLimits = DEFAULT_LIMITS,
         max_attempts: int = 3,
         constrain_lines: bool = False,
         conversations_dir: Path | str | None = None,
@@ -96,8 +95,7 @@ class LLMWorker:
         self.editable = list(editable)
         self.protected = list(protected)
         self.skill = skill or load_skill("worker", lab_root)
-        self.max_changed_lines = max_changed_lines
-        self.max_edits = max_edits
+        self.limits = limits
         self.max_attempts = max_attempts
         self.constrain_lines = constrain_lines
         self.conversations_dir = conversations_dir
@@ -118,7 +116,8 @@ class LLMWorker:
             lines.append(f"\nProtected files (never edit): {', '.join(self.protected)}")
         lines.append(
             f"\n# Task\nWrite the search/replace edits that implement this hypothesis "
-            f"(at most {self.max_edits} edits, {self.max_changed_lines} changed lines)."
+            f"(at most {self.limits.max_edits} edits, "
+            f"{self.limits.max_changed_lines} changed lines)."
         )
         if self.constrain_lines:
             lines.append("Each search must be exactly one whole line of the file.")
@@ -168,7 +167,7 @@ class LLMWorker:
 
     def _validate(self, files: Mapping[str, str], edits: Sequence[Any]) -> dict[str, str]:
         return apply_edits(files, edits, self.editable, protected=self.protected,
-                           max_changed_lines=self.max_changed_lines, max_edits=self.max_edits)
+                           limits=self.limits)
 
     def _done(self, conv: Conversation, files: Mapping[str, str], new: dict[str, str],
               edits: Sequence[Any], summary: str, attempts: int) -> WorkerResult:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 
@@ -12,14 +13,15 @@ from click.testing import CliRunner
 
 from autolab.agents.base import LabDigest
 from autolab.agents.conversations import load_conversation
-from autolab.agents.edits import apply_edits, changed_lines, smoke_run
+from autolab.agents.edits import PatchLimits, apply_edits, changed_lines, smoke_run, validate_patch
 from autolab.agents.llm_researcher import LLMResearcher
+from autolab.agents.llm_roles import patch_limits
 from autolab.agents.llm_worker import LLMWorker, unique_lines
 from autolab.agents.skills import load_skill, skills_check
 from autolab.llms.budget import BudgetedLLM
 from autolab.llms.openai_compatible import OpenAICompatibleLLM
 from autolab.papers.local import LocalSource
-from autolab_core.errors import BudgetExceeded, LLMError, PatchError
+from autolab_core.errors import BudgetExceeded, ConfigError, LLMError, PatchError
 from autolab_core.models import Direction, Experiment, ExperimentStatus, Hypothesis, Result
 from autolab_core.testing import make_context
 from tests.llm_scripted_server import ScriptedLLMServer
@@ -261,8 +263,11 @@ def test_apply_edits_rules():
     with pytest.raises(PatchError, match="change nothing"):
         apply_edits(FILES, [edit("LR = 0.01", "LR = 0.01")], ["train.py"])
     big = edit("LR = 0.01", "\n".join(f"A{i} = {i}" for i in range(30)))
-    with pytest.raises(PatchError, match="change 31 lines; the limit is 10"):
-        apply_edits(FILES, [big], ["train.py"], max_changed_lines=10)
+    with pytest.raises(PatchError, match="changes 31 lines; the limit is 10"):
+        apply_edits(FILES, [big], ["train.py"], limits=PatchLimits(max_changed_lines=10))
+    with pytest.raises(PatchError, match="2 edits; at most 1"):
+        apply_edits(FILES, [edit("LR = 0.01", "LR = 1"), edit("x", "y")], ["train.py"],
+                    limits=PatchLimits(max_edits=1))
     with pytest.raises(PatchError, match="no edits"):
         apply_edits(FILES, [], ["train.py"])
     assert changed_lines("a\nb\n", "a\nc\n") == 2
@@ -366,3 +371,36 @@ llm_usd = 1.0
     spend = json.loads((lab.state_dir / "llm_spend.json").read_text())
     assert spend["calls"] >= 2 and spend["spent_usd"] > 0
     assert any("submitted" in line and cand.id in line for line in said), said
+
+
+def test_validate_patch_is_the_one_validator_for_any_writer():
+    """Whole-file patches (knob writers, user patches) go through the same rules as edits."""
+    old = {"train.py": "LR = 0.01\n", "eval.py": "SECRET = 1\n"}
+    assert validate_patch(old, {"train.py": "LR = 0.02\n"}, ["train.py"]) == {"train.py": "LR = 0.02\n"}
+    with pytest.raises(PatchError, match=re.escape("eval.py is protected")):
+        validate_patch(old, {"eval.py": "SECRET = 2\n"}, ["train.py", "eval.py"], protected=["eval.py"])
+    with pytest.raises(PatchError, match=re.escape("'notes.md' is not an editable file; edit only: train")):
+        validate_patch(old, {"notes.md": "x"}, ["train.py"])
+    with pytest.raises(PatchError, match=re.escape("'../up.py' is not a path inside the lab")):
+        validate_patch(old, {"../up.py": "x = 1\n"}, ["../up.py"])
+    with pytest.raises(PatchError, match="change nothing"):
+        validate_patch(old, {"train.py": "LR = 0.01\n"}, ["train.py"])
+    with pytest.raises(PatchError, match=re.escape("breaks the syntax of train.py")):
+        validate_patch(old, {"train.py": "LR = (\n"}, ["train.py"])
+    many = "".join(f"A{i} = {i}\n" for i in range(61))
+    with pytest.raises(PatchError, match="changes 62 lines; the limit is 60"):
+        validate_patch(old, {"train.py": many}, ["train.py"])
+    assert validate_patch(old, {"train.py": many}, ["train.py"],
+                          limits=PatchLimits(max_changed_lines=100))
+
+
+def test_patch_limits_come_from_the_worker_table():
+    class Config:
+        llm_options = {"worker": {"max-changed-lines": 120, "max_edits": 6}}
+
+    assert patch_limits(Config()) == PatchLimits(max_changed_lines=120, max_edits=6)
+    Config.llm_options = {}
+    assert patch_limits(Config()) == PatchLimits()
+    Config.llm_options = {"worker": {"max_changed_lines": 0}}
+    with pytest.raises(ConfigError, match=r"\[llm.worker\] max_changed_lines must be positive"):
+        patch_limits(Config())

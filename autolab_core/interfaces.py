@@ -65,9 +65,10 @@ class Plugin(abc.ABC):
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         self.options = dict(options or {})
         self.context = context
-        self.opts = None
         if self.options_class is not None:
             self.opts = parse_options(self.options_class, self.options, self.options_table())
+        elif not hasattr(self, "opts"):  # an older plugin may have set it before super()
+            self.opts = None
 
     @classmethod
     def options_table(cls) -> str:
@@ -146,7 +147,10 @@ class JobBackend(Plugin):
         return None
 
     def slot_of(self, handle: JobHandle) -> str:
-        """The worker slot or node the job ran on, for the Gantt chart."""
+        """The worker slot or node the job ran on, for the Gantt chart.
+
+        Backends that know it report it in ``JobState.slot`` too, which callers prefer.
+        """
         return str(handle.data.get("slot", self.name))
 
 

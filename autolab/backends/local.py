@@ -108,6 +108,9 @@ class LocalBackend(JobBackend):
     """Runs jobs as local processes, ``workers`` at a time. See the module docstring."""
 
     name = "local"
+    options_class = LocalOptions
+    runs_on_this_machine = True
+    queues = True
     description = "run jobs as processes on this machine, one per worker slot"
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

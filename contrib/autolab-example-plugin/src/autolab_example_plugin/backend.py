@@ -100,6 +100,8 @@ class SubprocessBackend(JobBackend):
     """Runs each job as a local process under a detached wrapper; survives restarts."""
 
     name = "example-subprocess"
+    runs_on_this_machine = True
+    queues = False  # each submit starts its process at once
     description = "Local processes under a detached wrapper (the autolab example plugin)."
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

@@ -18,7 +18,7 @@ from autolab.run.ledger import open_ledger
 from autolab.run.loop import RunLoop, RunOptions
 from autolab.run.proposals import Roles
 from autolab_core.errors import ConfigError, PluginError
-from autolab_core.interfaces import JobBackend, MetricStore, PluginContext
+from autolab_core.interfaces import JobBackend, MetricStore, Plugin, PluginContext
 from autolab_core.lab import Lab
 from autolab_core.plugins import PluginManager, get_plugin_manager
 
@@ -39,12 +39,14 @@ def make_plugin(pm: PluginManager, kind: str, name: str, options: dict[str, Any]
     return cls(options, context)
 
 
-def _takes_workers(cls: type[JobBackend]) -> bool:
+def _takes_workers(cls: type[Plugin]) -> bool:
     """Whether ``--workers`` goes into the backend's options: a backend that runs jobs on this
     machine and has a ``workers`` option (its slots). Others get it as the loop's concurrency."""
     options_class = getattr(cls, "options_class", None)
-    return (cls.runs_on_this_machine and attrs.has(options_class)
-            and "workers" in attrs.fields_dict(options_class))
+    if not (issubclass(cls, JobBackend) and cls.runs_on_this_machine):
+        return False
+    return isinstance(options_class, type) and attrs.has(options_class) and (
+        "workers" in attrs.fields_dict(options_class))
 
 
 def make_backend(lab: Lab, pm: PluginManager, workers: int | None = None,

@@ -94,7 +94,7 @@ def _run_lab(lab_dir: Path, cli: dict[str, Any], defaults: dict[str, Any] | None
                       strategy=settings.strategy.value)
     console.print(f"[bold]autolab run[/] {lab.root}: metric {lab.config.metric.name} "
                   f"({lab.config.metric.direction}), {loop.capacity} slot(s)")
-    for line in settings.header(loop.capacity):
+    for line in settings.header(loop.capacity, loop.backend.capacity is not None):
         console.print(line, markup=False)
     if console.is_terminal:
         from rich.live import Live

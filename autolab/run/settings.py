@@ -42,10 +42,11 @@ class Settings:
         return RunOptions(workers=self.workers.value, max_experiments=self.max_experiments.value,
                           time_s=self.time.value, on_stop=self.on_stop.value, **extra)
 
-    def header(self, slots: int) -> list[str]:
-        """One line per effective setting, naming its source."""
+    def header(self, slots: int, backend_decides: bool = True) -> list[str]:
+        """One line per effective setting, naming its source; ``slots`` is the effective
+        number of concurrent jobs, ``backend_decides`` whether the backend set it."""
         workers = self.workers if self.workers.value is not None else Setting(
-            slots, "default: the backend's own")
+            slots, "default: the backend's own" if backend_decides else DEFAULT)
         rows = [("backend", self.backend), ("workers", workers),
                 ("max experiments", self.max_experiments), ("time limit", self.time),
                 ("max hours", self.max_hours), ("on stop", self.on_stop),

@@ -122,14 +122,13 @@ class RunLoop:
         """Submit ready experiments while slots are free."""
         queues_ahead = self.backend.queues and self.backend.capacity is not None
         free = self.capacity + (self.options.prefetch if queues_ahead else 0) - len(self.running())
-        main_code = self.ledger.main_code()
         for exp in self.ledger.ready():
             if free <= 0:
                 break
             if exp.role == Role.CANDIDATE:
                 if not self.candidates_left():
                     continue
-                if exp.base_code != main_code:
+                if exp.base_code != self.ledger.main_code():
                     rebase(self.ledger, exp)  # the proposal thread re-writes it on the new main
                     continue
             exp = self.jobs.submit(exp)

@@ -118,3 +118,16 @@ def test_loop_with_a_remote_backend_never_executes_a_candidate_here(tmp_path: Pa
     (cand,) = [e for e in exps if e.role == Role.CANDIDATE]
     assert cand.commit and cand.handle is not None  # patched, checked and handed to the backend
     assert not marker.exists()
+
+
+def test_backends_declare_capabilities_with_safe_defaults() -> None:
+    from autolab.backends.hf_jobs import HfJobsBackend
+    from autolab.backends.local import LocalBackend
+    from autolab.backends.slurm import SlurmBackend
+    from autolab_core.interfaces import MetricStore
+
+    assert (JobBackend.runs_on_this_machine, JobBackend.queues) == (False, False)
+    assert (LocalBackend.runs_on_this_machine, LocalBackend.queues) == (True, True)
+    assert (SlurmBackend.runs_on_this_machine, SlurmBackend.queues) == (False, True)
+    assert (HfJobsBackend.runs_on_this_machine, HfJobsBackend.queues) == (False, True)
+    assert MetricStore.start.__qualname__ == "MetricStore.start"  # a no-op every store has

@@ -78,52 +78,49 @@ def plugins() -> None:
         console.print(f"[yellow]warning:[/] {failure}")
 
 
-def _run_options(workers: int, max_experiments: int | None, time_limit: str | None,
-                 on_stop: str) -> Any:
-    from autolab.orchestrator import RunOptions
-    from autolab_core.config import parse_duration
-
-    return RunOptions(
-        workers=workers, max_experiments=max_experiments, on_stop=on_stop,
-        time_s=None if time_limit is None else parse_duration(time_limit, "--time"),
-    )
-
-
-def _run_lab(lab_dir: Path, options: Any, strategy: str | None) -> list[Any]:
-    from autolab.session import build_orchestrator
+def _run_lab(lab_dir: Path, cli: dict[str, Any], defaults: dict[str, Any] | None = None
+             ) -> list[Any]:
+    """Resolve the settings (command line over autolab.toml over defaults), print them with
+    their sources, run the loop, and print the end-of-run summary."""
+    from autolab.run.assemble import build_loop
+    from autolab.run.settings import resolve
     from autolab.summary import print_summary
     from autolab_core.lab import Lab
 
     console = _console()
     lab = Lab(lab_dir)
-    orch = build_orchestrator(lab, options, say=console.print, strategy=strategy)
-    console.print(f"[bold]autolab run[/] {lab.root}: backend {orch.backend.name}, "
-                  f"{orch.capacity} slot(s), metric {lab.config.metric.name} "
-                  f"({lab.config.metric.direction})")
+    settings = resolve(lab.config, defaults=defaults, **cli)
+    loop = build_loop(lab, settings.options(), say=console.print,
+                      strategy=settings.strategy.value)
+    console.print(f"[bold]autolab run[/] {lab.root}: metric {lab.config.metric.name} "
+                  f"({lab.config.metric.direction}), {loop.capacity} slot(s)")
+    for line in settings.header(loop.capacity, loop.backend.capacity is not None):
+        console.print(line, markup=False)
     if console.is_terminal:
         from rich.live import Live
 
         from autolab.summary import live_table
 
-        with Live(get_renderable=lambda: live_table(orch), console=console,
+        with Live(get_renderable=lambda: live_table(loop), console=console,
                   refresh_per_second=1, transient=True):
-            experiments = orch.run()
+            experiments = loop.run()
     else:
-        experiments = orch.run()
+        experiments = loop.run()
     print_summary(lab, experiments, console)
     return experiments
 
 
 RUN_OPTIONS = [
-    click.option("--workers", "-w", type=click.IntRange(1), default=1, show_default=True,
-                 help="Parallel jobs (local slots)."),
+    click.option("--workers", "-w", type=click.IntRange(1), default=None,
+                 help="Parallel jobs (local slots) [default: [backend.<name>] workers in "
+                      "autolab.toml, else the backend's own, else 1]."),
     click.option("--max-experiments", "-n", type=click.IntRange(1), default=None,
                  help="Stop after starting this many candidate experiments."),
     click.option("--time", "time_limit", default=None,
                  help="Stop submitting after this long, e.g. 30m or 8h."),
     click.option("--on-stop", type=click.Choice(["finish", "cancel", "detach"]),
-                 default="finish", show_default=True,
-                 help="What happens to running jobs when the run stops."),
+                 default=None, help="What happens to running jobs when the run stops "
+                                    "[default: finish]."),
     click.option("--strategy", type=click.Choice(["auto", "knob", "llm", "random"]),
                  default=None, help="Override [search] strategy."),
 ]
@@ -138,13 +135,15 @@ def _with_run_options(f: Any) -> Any:
 @main.command()
 @LAB_OPTION
 @_with_run_options
-def run(lab_dir: Path, workers: int, max_experiments: int | None, time_limit: str | None,
-        on_stop: str, strategy: str | None) -> None:
+def run(lab_dir: Path, workers: int | None, max_experiments: int | None,
+        time_limit: str | None, on_stop: str | None, strategy: str | None) -> None:
     """Run the lab: calibrate noise, propose, run and judge experiments, promote wins."""
     from autolab_core.errors import AutolabError
 
+    cli = {"workers": workers, "max_experiments": max_experiments, "time_limit": time_limit,
+           "on_stop": on_stop, "strategy": strategy}
     try:
-        _run_lab(lab_dir, _run_options(workers, max_experiments, time_limit, on_stop), strategy)
+        _run_lab(lab_dir, cli)
     except AutolabError as exc:
         _fail(str(exc))
 
@@ -153,8 +152,8 @@ def run(lab_dir: Path, workers: int, max_experiments: int | None, time_limit: st
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path),
                 default=Path("autolab-demo"))
 @_with_run_options
-def demo(directory: Path, workers: int, max_experiments: int | None, time_limit: str | None,
-         on_stop: str, strategy: str | None) -> None:
+def demo(directory: Path, workers: int | None, max_experiments: int | None,
+         time_limit: str | None, on_stop: str | None, strategy: str | None) -> None:
     """Create the reference CPU lab in DIRECTORY and run a bounded session on it.
 
     The lab trains a tiny byte-level GPT on Shakespeare and scores it in validation
@@ -169,11 +168,10 @@ def demo(directory: Path, workers: int, max_experiments: int | None, time_limit:
     if not (directory / ".git").exists():
         create_reference_lab(directory)
         Lab.init(directory)
-    workers = workers if workers > 1 else 2
-    max_experiments = max_experiments or 8
-    time_limit = time_limit or "12m"
+    cli = {"workers": workers, "max_experiments": max_experiments, "time_limit": time_limit,
+           "on_stop": on_stop, "strategy": strategy}
     try:
-        _run_lab(directory, _run_options(workers, max_experiments, time_limit, on_stop), strategy)
+        _run_lab(directory, cli, defaults={"workers": 2, "max_experiments": 8, "time_limit": "12m"})
     except AutolabError as exc:
         _fail(str(exc))
     click.echo(f"\nThe lab is in {directory}: `git -C {directory} log main` shows the promotions, "
@@ -218,18 +216,17 @@ def approve(lab_dir: Path, experiment: str) -> None:
     """Promote EXPERIMENT, a winning candidate held back by an anomaly flag, after review."""
     import getpass
 
-    from autolab.orchestrator import RunOptions
-    from autolab.session import build_orchestrator
+    from autolab.run.ledger import open_ledger
+    from autolab.run.promotion import Promotion
     from autolab_core.errors import AutolabError
     from autolab_core.lab import Lab
 
     console = _console()
     try:
         lab = Lab(lab_dir)
-        orch = build_orchestrator(lab, RunOptions(), say=console.print)
         with lab.exclusive("orchestrator", "an `autolab run`"):
-            exp = orch.approve(experiment, getpass.getuser())
-        orch.store.close()
+            exp = Promotion(open_ledger(lab, say=console.print)).approve(
+                experiment, getpass.getuser())
     except AutolabError as exc:
         _fail(str(exc))
     console.print(f"{exp.id}: {exp.verdict} ({exp.reason})")

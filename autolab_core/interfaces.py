@@ -110,6 +110,16 @@ class JobBackend(Plugin):
     #: None lets the orchestrator use its ``--workers`` setting.
     capacity: int | None = None
 
+    #: True when jobs run on the machine that runs ``autolab run`` (local processes). Only
+    #: then may the orchestrator run a candidate's code itself (a smoke run before queuing);
+    #: for a cluster or cloud backend it runs only checks that do not execute the patch.
+    runs_on_this_machine: ClassVar[bool] = False
+
+    #: True when ``submit`` accepts more jobs than can run at once and starts them as room
+    #: frees up (a queue of its own: local slots, SLURM, HF Jobs). The orchestrator then may
+    #: hand it a job ahead of a free slot.
+    queues: ClassVar[bool] = False
+
     @abc.abstractmethod
     def submit(self, spec: JobSpec) -> JobHandle:
         """Queue ``spec`` and return at once with a handle whose ``job_id`` is stable."""
@@ -232,6 +242,13 @@ class MetricStore(Plugin):
 
     def flush(self) -> None:
         """Make appended points durable."""
+
+    def start(self, experiment_id: str, config: Mapping[str, Any] | None = None,
+              group: str | None = None) -> None:
+        """A run begins: its ``config`` (title, role, seed, knobs) and ``group`` (the lab).
+
+        Stores that keep runs with a config (Trackio) override it; the default does nothing.
+        """
 
     @abc.abstractmethod
     def finish(self, experiment_id: str) -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from autolab.orchestrator import RunOptions
-from autolab.session import build_orchestrator
+from autolab.run.assemble import build_loop
+from autolab.run.loop import RunOptions
 from autolab_core.lab import Lab
 from autolab_core.models import Experiment, ExperimentStatus
 
@@ -62,9 +62,9 @@ def bench_busy(args: argparse.Namespace) -> None:
         (lab.root / "train.py").write_text(train)
         lab.repo.git.commit("-qam", "slow toy")
         opts = RunOptions(workers=args.workers, max_experiments=args.jobs, poll_interval=0.2)
-        orch = build_orchestrator(lab, opts, say=lambda _m: None)
+        loop = build_loop(lab, opts, say=lambda _m: None)
         t0 = time.time()
-        exps = orch.run()
+        exps = loop.run()
         wall = time.time() - t0
         frac, overhead, n = busy_fraction(exps, args.workers)
         print(f"runs: {n} on {args.workers} slots, {args.job_seconds}s each, wall {wall:.1f}s")
@@ -75,8 +75,8 @@ def bench_busy(args: argparse.Namespace) -> None:
 def session(root: Path, strategy: str, candidates: int, workers: int) -> list[Experiment]:
     lab = Lab(root)
     opts = RunOptions(workers=workers, max_experiments=candidates, poll_interval=0.5)
-    orch = build_orchestrator(lab, opts, say=lambda m: print("   ", m), strategy=strategy)
-    return orch.run()
+    loop = build_loop(lab, opts, say=lambda m: print("   ", m), strategy=strategy)
+    return loop.run()
 
 
 def bench_search(args: argparse.Namespace) -> None:

@@ -61,6 +61,8 @@ class HfJobsBackend(JobBackend):
     """Hugging Face Jobs, through ``huggingface_hub``'s Jobs API."""
 
     name = "hf-jobs"
+    runs_on_this_machine = False
+    queues = True
     description = "Hugging Face Jobs: pay-per-second cloud GPUs (needs `hf auth login`)"
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

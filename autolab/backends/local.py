@@ -42,8 +42,10 @@ class LocalBackend(JobBackend):
     """Runs jobs as local processes, ``workers`` at a time. See the module docstring."""
 
     name = "local"
-    description = "run jobs as processes on this machine, one per worker slot"
     options_class = LocalOptions
+    runs_on_this_machine = True
+    queues = True
+    description = "run jobs as processes on this machine, one per worker slot"
     opts: LocalOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

@@ -60,6 +60,8 @@ class SlurmBackend(JobBackend):
     """Runs jobs on a SLURM cluster through submitit; see ``docs/slurm.md``."""
 
     name = "slurm"
+    runs_on_this_machine = False
+    queues = True
     description = "SLURM cluster through submitit (sbatch, squeue, scancel)"
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

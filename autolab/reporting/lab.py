@@ -75,7 +75,7 @@ def open_store(lab: Any) -> Any:
     """The lab's metric store, or None (with the reason on stderr) if it cannot be opened."""
     import sys
 
-    from autolab.session import make_store
+    from autolab.run.assemble import make_store
     from autolab_core.plugins import get_plugin_manager
 
     try:

@@ -326,8 +326,9 @@ def test_roles_plug_into_the_orchestrator(server, tmp_path):
     its conversation (proposal and edit in one file) is committed with the records."""
     import subprocess
 
-    from autolab.orchestrator import RunOptions
-    from autolab.session import build_orchestrator, make_roles
+    from autolab.run.assemble import build_loop as build_orchestrator
+    from autolab.run.assemble import make_roles
+    from autolab.run.loop import RunOptions
     from autolab_core.lab import RECORDS
     from autolab_core.plugins import PluginManager
     from tests.toylab import make_toy_lab

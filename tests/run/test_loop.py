@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from toylab import TRAIN, make_toy_lab
 
-from autolab.orchestrator import Orchestrator, RunOptions
-from autolab.session import build_orchestrator
+from autolab.run.assemble import build_loop
+from autolab.run.loop import RunLoop, RunOptions
 from autolab_core.lab import BRANCH_PREFIX, RECORDS, Lab
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
+from autolab_core.vocab import Role
 
 
 def git(root: Path, *args: str) -> str:
@@ -29,9 +30,9 @@ def quiet(msg: str) -> None:
     print(msg)  # shown by pytest only when a test fails
 
 
-def run_lab(lab: Lab, **kw: object) -> tuple[Orchestrator, list[Experiment]]:
+def run_lab(lab: Lab, **kw: object) -> tuple[RunLoop, list[Experiment]]:
     opts = RunOptions(workers=2, poll_interval=0.05, **kw)  # type: ignore[arg-type]
-    orch = build_orchestrator(lab, opts, say=quiet)
+    orch = build_loop(lab, opts, say=quiet)
     return orch, orch.run()
 
 
@@ -75,7 +76,7 @@ def test_session_promotes_a_real_win_and_rejects_a_duplicate(tmp_path: Path) -> 
     # Every run that ran knows its worker slot (the Gantt chart's rows), queued ones too.
     assert {e.slot for e in exps if e.handle} <= {"local-0", "local-1"}
     # Metrics streamed into the store while the jobs ran.
-    table = build_orchestrator(lab, RunOptions(), say=quiet).store.query(names=["train_loss"])
+    table = build_loop(lab, RunOptions(), say=quiet).store.query(names=["train_loss"])
     assert table.num_rows >= 5 * len([e for e in exps if e.status is ExperimentStatus.FINISHED])
 
 
@@ -123,8 +124,8 @@ def test_patches_cannot_fake_their_score(tmp_path: Path) -> None:
     lab = make_toy_lab(tmp_path / "lab")
     ideas = ScriptedIdeas([("print a fake score", CHEAT_PRINT),
                            ("rewrite the evaluation", CHEAT_EVAL)])
-    orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
-    orch.proposer = orch.writer = ideas
+    orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
+    orch.roles.proposer = orch.roles.writer = ideas
     exps = {e.hypothesis.title: e for e in orch.run()}
     fake = exps["print a fake score"]
     assert fake.status is ExperimentStatus.FINISHED
@@ -138,17 +139,18 @@ def test_patches_cannot_fake_their_score(tmp_path: Path) -> None:
 
 def test_patch_touching_protected_file_or_breaking_syntax_is_rejected(tmp_path: Path) -> None:
     lab = make_toy_lab(tmp_path / "lab")
-    orch = build_orchestrator(lab, RunOptions(poll_interval=0.05), say=quiet)
+    orch = build_loop(lab, RunOptions(poll_interval=0.05), say=quiet)
 
     class Writer:
         def write_patch(self, h: Hypothesis, files: Mapping[str, str]) -> dict[str, str]:
             return dict(h.changes)
 
-    orch.writer = Writer()
+    orch.roles.writer = Writer()
+    pipeline = orch.pipeline()
     cases = {"prepare.py": "x = 1\n", "train.py": "def broken(:\n"}
     for path, content in cases.items():
-        exp = orch._new(Hypothesis(id=path, title=path, changes={path: content}), "candidate")
-        assert orch.materialize(exp) is None
+        exp = orch.ledger.new(Hypothesis(id=path, title=path, changes={path: content}), Role.CANDIDATE)
+        assert pipeline.materialize(exp) is None
     reasons = [e.reason for e in orch.experiments()]
     assert any("not editable: prepare.py" in (r or "") for r in reasons)
     assert any("no longer compiles" in (r or "") for r in reasons)
@@ -162,7 +164,7 @@ def test_restart_reattaches_and_runs_nothing_twice(tmp_path: Path) -> None:
     (lab.root / "train.py").write_text(slow)
     git(lab.root, "commit", "-qam", "slow training")
     # First session: stop while the baselines run, leaving them to a later session.
-    orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05, on_stop="detach",
+    orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05, on_stop="detach",
                                               max_experiments=2), say=quiet)
     threading.Timer(0.8, orch.stop).start()
     first = orch.run()
@@ -202,7 +204,7 @@ def test_stop_cancels_running_jobs_and_loses_no_queue(tmp_path: Path, on_stop: s
         "SEED = int", "import time; time.sleep(30)\nSEED = int")
     (lab.root / "train.py").write_text(slow)
     git(lab.root, "commit", "-qam", "slow training")
-    orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05, on_stop=on_stop),
+    orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05, on_stop=on_stop),
                               say=quiet)
     threading.Timer(1.0, orch.stop).start()
     exps = orch.run()
@@ -219,8 +221,8 @@ NAN_WIN = TRAIN.replace("LR = 0.01", "LR = 0.02").replace(
 
 def test_flagged_win_waits_for_a_human_then_is_promoted(tmp_path: Path) -> None:
     lab = make_toy_lab(tmp_path / "lab")
-    orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
-    orch.proposer = orch.writer = ScriptedIdeas([("LR x2 with a NaN in its loss", NAN_WIN)])
+    orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
+    orch.roles.proposer = orch.roles.writer = ScriptedIdeas([("LR x2 with a NaN in its loss", NAN_WIN)])
     exps = orch.run()
     (cand,) = [e for e in exps if e.role == "candidate"]
     assert cand.verdict == "needs review" and any(f.startswith("nan") for f in cand.flags)
@@ -243,9 +245,9 @@ def test_smoke_run_rejects_a_crashing_patch_before_submission(tmp_path: Path) ->
         '[search]\nfocus = ["LR"]', '[search]\nfocus = ["LR"]\nsmoke = "always"\nsmoke_seconds = 20')
     (lab.root / "autolab.toml").write_text(cfg)
     git(lab.root, "commit", "-qam", "smoke runs on")
-    orch = build_orchestrator(Lab(lab.root), RunOptions(workers=2, poll_interval=0.05),
+    orch = build_loop(Lab(lab.root), RunOptions(workers=2, poll_interval=0.05),
                               say=quiet)
-    orch.proposer = orch.writer = ScriptedIdeas([("crash at start", CRASH),
+    orch.roles.proposer = orch.roles.writer = ScriptedIdeas([("crash at start", CRASH),
                                                  ("a fine change", TRAIN.replace("0.01", "0.02"))])
     exps = {e.hypothesis.title: e for e in orch.run()}
     crash = exps["crash at start"]
@@ -263,8 +265,8 @@ COSTLY_WIN = TRAIN.replace("LR = 0.01", "LR = 0.02").replace(
 def test_a_win_that_buys_more_compute_is_held_for_an_equal_compute_comparison(
         tmp_path: Path) -> None:
     lab = make_toy_lab(tmp_path / "lab")
-    orch = build_orchestrator(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
-    orch.proposer = orch.writer = ScriptedIdeas([("LR x2 plus 1.5 s of CPU", COSTLY_WIN)])
+    orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05), say=quiet)
+    orch.roles.proposer = orch.roles.writer = ScriptedIdeas([("LR x2 plus 1.5 s of CPU", COSTLY_WIN)])
     (cand,) = [e for e in orch.run() if e.role == "candidate"]
     assert cand.verdict == "needs equal-compute comparison", cand.reason
     assert "more CPU per run than main" in (cand.reason or "")

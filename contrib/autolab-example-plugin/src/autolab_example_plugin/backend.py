@@ -41,6 +41,8 @@ class SubprocessBackend(JobBackend):
     description = "Local processes under a detached supervisor (the autolab example plugin)."
     options_class = SubprocessOptions
     opts: SubprocessOptions
+    runs_on_this_machine = True
+    queues = False  # each submit starts its process at once
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)

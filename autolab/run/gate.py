@@ -24,10 +24,14 @@ import attrs
 
 from autolab_core.config import PromotionSection
 from autolab_core.models import Direction, Experiment, ExperimentStatus
+from autolab_core.vocab import Role
+from autolab_core.vocab import Verdict as Decision
 
 
 @attrs.frozen
 class Verdict:
+    """The gate's comparison of a candidate's runs with main's (not the policy's decision)."""
+
     passed: bool
     effect: float  # positive = better than main
     err: float
@@ -47,12 +51,13 @@ def runs_of(experiments: Iterable[Experiment], candidate_id: str) -> list[Experi
     """A candidate and its confirmation runs that finished with a result."""
     return [
         e for e in experiments
-        if (e.id == candidate_id or (e.role == "confirm" and e.parent == candidate_id))
+        if (e.id == candidate_id or (e.role == Role.CONFIRM and e.parent == candidate_id))
         and e.status is ExperimentStatus.FINISHED and e.result is not None
     ]
 
 
 def values(runs: Iterable[Experiment]) -> list[float]:
+    """The metric values of ``runs`` that have a result."""
     return [e.result.value for e in runs if e.result is not None]
 
 
@@ -60,11 +65,11 @@ def main_runs(experiments: Sequence[Experiment], code: str) -> list[Experiment]:
     """The finished runs that measure ``main`` when its code hashes to ``code``."""
     out = [
         e for e in experiments
-        if e.role == "baseline" and e.base_code == code
+        if e.role == Role.BASELINE and e.base_code == code
         and e.status is ExperimentStatus.FINISHED and e.result is not None
     ]
     for cand in experiments:
-        if cand.role == "candidate" and cand.verdict == "promoted" and cand.code_hash == code:
+        if cand.role == Role.CANDIDATE and cand.verdict == Decision.PROMOTED and cand.code_hash == code:
             out += runs_of(experiments, cand.id)
     return out
 
@@ -75,10 +80,10 @@ def pooled_sigma(experiments: Sequence[Experiment], floor: float = 0.0) -> float
     for e in experiments:
         if e.status is not ExperimentStatus.FINISHED or e.result is None:
             continue
-        if e.role == "baseline":
+        if e.role == Role.BASELINE:
             groups[f"main:{e.base_code}"].append(e.result.value)
-        elif e.role in ("candidate", "confirm"):
-            groups[f"cand:{e.parent if e.role == 'confirm' else e.id}"].append(e.result.value)
+        elif e.role in (Role.CANDIDATE, Role.CONFIRM):
+            groups[f"cand:{e.parent if e.role == Role.CONFIRM else e.id}"].append(e.result.value)
     ss, df = 0.0, 0
     for vals in groups.values():
         if len(vals) > 1:

@@ -1,4 +1,4 @@
-"""Assemble an :class:`~autolab.orchestrator.Orchestrator` from a lab's ``autolab.toml``.
+"""Build a run from a lab's ``autolab.toml``: backend, metric store, roles, and the loop.
 
 Every part comes from the plugin registry by the name the config gives, so a third-party
 backend, LLM, paper source or metric store is used exactly like a built-in one.
@@ -9,13 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from autolab.agents.base import PatchWriter, Proposer
 from autolab.agents.knobs import KnobExplorer, RandomSearch
-from autolab.orchestrator import Orchestrator, RunOptions
+from autolab.run.jobs import Jobs
+from autolab.run.ledger import open_ledger
+from autolab.run.loop import RunLoop, RunOptions
+from autolab.run.proposals import Roles
 from autolab_core.errors import ConfigError, PluginError
-from autolab_core.interfaces import JobBackend, MetricStore, PluginContext
+from autolab_core.interfaces import JobBackend, MetricStore, Plugin, PluginContext
 from autolab_core.lab import Lab
 from autolab_core.plugins import PluginManager, get_plugin_manager
+
+Say = Callable[[str], None]
 
 
 def context_for(lab: Lab) -> PluginContext:
@@ -24,6 +31,7 @@ def context_for(lab: Lab) -> PluginContext:
 
 def make_plugin(pm: PluginManager, kind: str, name: str, options: dict[str, Any],
                 context: PluginContext) -> Any:
+    """An instance of plugin ``name`` of ``kind``, or a clear error when it cannot run here."""
     cls = pm.get(kind, name)
     reason = cls.available()
     if reason:
@@ -31,17 +39,29 @@ def make_plugin(pm: PluginManager, kind: str, name: str, options: dict[str, Any]
     return cls(options, context)
 
 
+def _takes_workers(cls: type[Plugin]) -> bool:
+    """Whether ``--workers`` goes into the backend's options: a backend that runs jobs on this
+    machine and has a ``workers`` option (its slots). Others get it as the loop's concurrency."""
+    options_class = getattr(cls, "options_class", None)
+    if not (issubclass(cls, JobBackend) and cls.runs_on_this_machine):
+        return False
+    return isinstance(options_class, type) and attrs.has(options_class) and (
+        "workers" in attrs.fields_dict(options_class))
+
+
 def make_backend(lab: Lab, pm: PluginManager, workers: int | None = None,
                  name: str | None = None) -> JobBackend:
+    """The configured backend; ``workers`` (from the command line) overrides its slots."""
     name = name or lab.config.backend
     options = lab.config.backend_table(name)
-    if name == "local" and workers is not None:
+    if workers is not None and _takes_workers(pm.get("backend", name)):
         options["workers"] = workers
     backend: JobBackend = make_plugin(pm, "backend", name, options, context_for(lab))
     return backend
 
 
 def make_store(lab: Lab, pm: PluginManager) -> MetricStore:
+    """The configured metric store (``[metrics] store``)."""
     name = lab.config.metric_store
     store: MetricStore = make_plugin(
         pm, "metric_store", name, dict(lab.config.metric_store_options.get(name, {})),
@@ -75,13 +95,14 @@ def make_roles(lab: Lab, pm: PluginManager, strategy: str | None = None
     return researcher, worker, (knobs, knobs)
 
 
-def build_orchestrator(
+def build_loop(
     lab: Lab,
     options: RunOptions,
-    say: Callable[[str], None] = print,
+    say: Say = print,
     pm: PluginManager | None = None,
     strategy: str | None = None,
-) -> Orchestrator:
+) -> RunLoop:
+    """Everything ``autolab run`` needs, from the lab's config and ``options``."""
     pm = pm or get_plugin_manager()
     backend = make_backend(lab, pm, workers=options.workers)
     problem = backend.check()
@@ -91,7 +112,6 @@ def build_orchestrator(
     proposer, writer, fallback = make_roles(lab, pm, strategy)
     from autolab.reporter import Reporter
 
-    return Orchestrator(
-        lab, backend, store, proposer, writer, options, plugins=pm, say=say,
-        reporter=Reporter.from_config(lab.config, store), fallback=fallback,
-    )
+    ledger = open_ledger(lab, say, pm)
+    jobs = Jobs(ledger, backend, store, reporter=Reporter.from_config(lab.config, store))
+    return RunLoop(ledger, jobs, Roles(proposer, writer, fallback), options)

@@ -1,0 +1,246 @@
+"""Promotion policy over the pure statistics of :mod:`autolab.run.gate`.
+
+What happens to a finished candidate: screen, confirmation seeds, verdict, hold for a human
+(blocking anomaly flags) or for an equal-compute comparison, promotion to ``main`` (or a
+re-run when main moved meanwhile), and a person's approval. Also the baseline runs of main
+that measure the noise. It needs only the :class:`~autolab.run.ledger.Ledger`: no backend,
+metric store or LLM, so ``autolab approve`` builds nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from autolab.run import gate
+from autolab.run.ledger import Ledger
+from autolab_core.errors import LabError
+from autolab_core.lab import BRANCH_PREFIX, RECORDS
+from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
+from autolab_core.vocab import Flag, FlagKind, Role, Verdict, needs_human
+
+_DEAD = (ExperimentStatus.FAILED, ExperimentStatus.CANCELLED, ExperimentStatus.REJECTED)
+
+
+def schedule_baselines(ledger: Ledger) -> list[Experiment]:
+    """Queue runs of main with new seeds until its noise is calibrated; returns them.
+
+    Raises :class:`LabError` when main itself keeps failing to run.
+    """
+    config, lab = ledger.config, ledger.lab
+    code = ledger.main_code()
+    exps = ledger.experiments()
+    mine = [e for e in exps if e.role == Role.BASELINE and e.base_code == code]
+    have = [e for e in mine if e.status not in _DEAD]
+    have_runs = len(gate.main_runs(exps, code))
+    promoted_here = have_runs - len([e for e in have if e.status is ExperimentStatus.FINISHED])
+    missing = config.promotion.noise_runs - len(have) - promoted_here
+    broken = [e for e in mine if e.status is ExperimentStatus.FAILED]
+    if missing > 0 and len(broken) >= config.promotion.noise_runs:
+        raise LabError(
+            f"main itself fails to run: {len(broken)} baseline runs failed, the last with: "
+            f"{broken[-1].reason}. Fix the lab (try `python -m autolab_core.runner` settings by "
+            f"running `{' '.join(config.run.argv())}` in {lab.root}), then run again"
+        )
+    used = {e.seed for e in have}
+    seed, queued = 0, []
+    for _ in range(max(0, missing)):
+        while seed in used:
+            seed += 1
+        used.add(seed)
+        h = Hypothesis(id=f"baseline-{seed}", title=f"baseline: main, seed {seed}",
+                       source="baseline")
+        exp = ledger.new(h, Role.BASELINE, seed=seed)
+        branch = f"{BRANCH_PREFIX}{exp.id}"
+        commit = lab.create_branch(
+            branch, exp.base_commit, {},
+            f"autolab: baseline run {exp.id} of main at {exp.base_commit[:12]}, seed {seed}",
+        )
+        queued.append(ledger.put(attrs.evolve(
+            exp, branch=branch, commit=commit, code_hash=exp.base_code,
+            tree_hash=lab.tree_of(commit))))
+    return queued
+
+
+class Promotion:
+    """Verdicts on finished candidates, and promotion of confirmed wins to ``main``."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.config = ledger.config
+
+    def judge(self) -> None:
+        """Give every finished candidate whose comparison is ready its verdict."""
+        exps = self.ledger.experiments()
+        rules, metric = self.config.promotion, self.config.metric.name
+        sigma = gate.pooled_sigma(exps, rules.min_sigma)
+        for cand in exps:
+            if cand.role != Role.CANDIDATE or cand.verdict not in (None, Verdict.CONFIRMING):
+                continue
+            if cand.status is not ExperimentStatus.FINISHED:
+                continue
+            base = gate.values(gate.main_runs(exps, cand.base_code or ""))
+            if len(base) < rules.noise_runs or sigma is None:
+                continue  # calibration still running
+            runs = gate.runs_of(exps, cand.id)
+            if cand.verdict is None:
+                v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir, rules,
+                               screen=True)
+                if not v.passed:
+                    self._verdict(cand, Verdict.NOT_BETTER, v, f"not better: {v.describe(metric)}")
+                    continue
+                confirms = [self.ledger.put(self._confirm(cand, seed))
+                            for seed in range(1, rules.confirm_runs + 1)]
+                self._verdict(cand, Verdict.CONFIRMING, v,
+                              f"passed the screen ({v.describe(metric)}); confirming with "
+                              f"{len(confirms)} more seeds", record=False)
+                continue
+            confirms = [e for e in exps if e.role == Role.CONFIRM and e.parent == cand.id]
+            if not all(e.done for e in confirms):
+                continue
+            failed = [e.id for e in confirms if e.status is not ExperimentStatus.FINISHED]
+            if failed:
+                self._verdict(cand, Verdict.FAILED_CONFIRMATION, None,
+                              f"confirmation runs {', '.join(failed)} did not finish")
+                continue
+            v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir, rules,
+                           screen=False)
+            if not v.passed:
+                self._verdict(cand, Verdict.NOT_CONFIRMED, v, f"not confirmed: {v.describe(metric)}")
+                continue
+            self.promote(cand, runs, v, exps)
+
+    def pending(self) -> bool:
+        """A candidate still waits for its confirmation runs or its first verdict."""
+        return any(e.role == Role.CANDIDATE and (
+            e.verdict == Verdict.CONFIRMING
+            or (e.status is ExperimentStatus.FINISHED and e.verdict is None))
+            for e in self.ledger.experiments())
+
+    def approve(self, exp_id: str, who: str) -> Experiment:
+        """A person clears a flagged candidate; it is promoted if it still wins on main's code."""
+        exps = self.ledger.experiments()
+        cand = self.ledger.get(exp_id)
+        if cand is None or cand.role != Role.CANDIDATE or cand.verdict != Verdict.NEEDS_REVIEW:
+            raise LabError(f"{exp_id} is not a candidate waiting for review "
+                           f"(its verdict: {cand.verdict if cand else 'no such experiment'})")
+        runs = gate.runs_of(exps, cand.id)
+        base = gate.values(gate.main_runs(exps, cand.base_code or ""))
+        sigma = gate.pooled_sigma(exps, self.config.promotion.min_sigma)
+        assert sigma is not None
+        v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir,
+                       self.config.promotion, screen=False)
+        approval = Flag(FlagKind.APPROVED, f"by {who}")
+        cand = self.ledger.put(attrs.evolve(cand, flags=(*cand.flags, str(approval))))
+        self.promote(cand, runs, v, exps, approved=True)
+        self.ledger.flush_records()
+        approved = self.ledger.get(exp_id)
+        assert approved is not None
+        return approved
+
+    def promote(self, cand: Experiment, runs: Sequence[Experiment], v: gate.Verdict,
+                exps: Sequence[Experiment], approved: bool = False) -> None:
+        """Bring a confirmed win to ``main``, unless it must wait for a human or a re-run."""
+        metric = self.config.metric.name
+        flags = [f for e in runs for f in e.flags]
+        if needs_human(flags) and not approved:
+            self._verdict(cand, Verdict.NEEDS_REVIEW, v,
+                          f"would be promoted ({v.describe(metric)}) but is flagged: "
+                          f"{'; '.join(dict.fromkeys(flags))}. A human must approve it: "
+                          f"`autolab approve {cand.id}`")
+            return
+        cost = cost_ratio(runs, gate.main_runs(exps, cand.base_code or ""),
+                          self.config.promotion.min_cost_seconds)
+        limit = self.config.promotion.max_cost_increase
+        if cost is not None and cost > 1 + limit:
+            self._verdict(cand, Verdict.NEEDS_EQUAL_COMPUTE, v,
+                          f"wins ({v.describe(metric)}) but costs {100 * (cost - 1):.0f}% more "
+                          f"CPU per run than main (limit {100 * limit:.0f}%); compare it at "
+                          "equal compute before promoting")
+            return
+        main_code = self.ledger.main_code()
+        if cand.base_code != main_code:
+            self._revalidate(cand, v)
+            return
+        assert cand.commit is not None
+        lab = self.ledger.lab
+        new_files = lab.files_at(cand.commit, self.config.files.editable)
+        before = gate.values(gate.main_runs(exps, cand.base_code or ""))
+        message = promotion_message(cand, runs, v, metric, sum(before) / len(before))
+        cand = attrs.evolve(cand, verdict=Verdict.PROMOTED, reason=v.describe(metric),
+                            effect=v.effect, effect_err=v.err, n_runs=v.n)
+        try:
+            commit = lab.record_on_main(
+                [cand, *[e for e in runs if e.id != cand.id]], message,
+                extra_files=new_files, expect_code=(self.ledger.code_paths, main_code),
+            )
+        except LabError:
+            self._revalidate(cand, v)
+            return
+        self.ledger.put(cand)
+        self.ledger.say(f"[bold green]promoted[/] {cand.id} {cand.hypothesis.title}: "
+                        f"{v.describe(metric)} -> main {commit[:12]}")
+        self.ledger.hooks.change_promoted(cand, commit, v.effect)
+
+    def _confirm(self, cand: Experiment, seed: int) -> Experiment:
+        exp = self.ledger.new(cand.hypothesis, Role.CONFIRM, seed=seed, parent=cand)
+        return attrs.evolve(exp, base_commit=cand.base_commit, base_code=cand.base_code,
+                            branch=cand.branch, commit=cand.commit, code_hash=cand.code_hash,
+                            tree_hash=cand.tree_hash, patch=cand.patch)
+
+    def _verdict(self, cand: Experiment, verdict: Verdict, v: gate.Verdict | None, note: str,
+                 record: bool = True) -> Experiment:
+        cand = self.ledger.put(attrs.evolve(
+            cand, verdict=verdict, reason=note,
+            effect=None if v is None else v.effect, effect_err=None if v is None else v.err,
+            n_runs=cand.n_runs if v is None else v.n,
+        ))
+        self.ledger.say(f"{cand.id} {cand.hypothesis.title}: {note}")
+        if record:
+            self.ledger.record([cand], f"autolab: verdict on {cand.id}: {verdict}\n\n{note}")
+        return cand
+
+    def _revalidate(self, cand: Experiment, v: gate.Verdict) -> None:
+        again = self.ledger.new(cand.hypothesis, Role.CANDIDATE, parent=cand)
+        self._verdict(cand, Verdict.REVALIDATING, v,
+                      f"won on an older main; re-running on the current main as {again.id}")
+        self.ledger.put(again)
+
+
+def cost_ratio(runs: Iterable[Experiment], base: Iterable[Experiment],
+               min_seconds: float = 0.0) -> float | None:
+    """Mean training CPU seconds of ``runs`` over ``base``'s; None when unknown or when the
+    difference is under ``min_seconds`` per run (timing noise on short runs)."""
+    def cpu(exps: Iterable[Experiment]) -> list[float]:
+        return [e.result.extra["train_cpu_seconds"] for e in exps
+                if e.result is not None and "train_cpu_seconds" in e.result.extra]
+    a, b = cpu(runs), cpu(base)
+    if not a or not b or sum(b) <= 0:
+        return None
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    if mean_a - mean_b < min_seconds:
+        return None
+    return mean_a / mean_b
+
+
+def promotion_message(cand: Experiment, runs: Sequence[Experiment], v: gate.Verdict,
+                      metric: str, before: float) -> str:
+    """The commit message of a promotion: the numbers, the runs, where the idea came from."""
+    after = sum(gate.values(runs)) / len(runs)
+    h = cand.hypothesis
+    lines = [
+        f"autolab: promote {cand.id}: {h.title}",
+        "",
+        f"{metric}: {before:.5g} -> {after:.5g} (improvement {v.effect:+.4g} ± {v.err:.2g}; "
+        f"{v.n} runs vs {v.m} runs of main; threshold {v.threshold:.3g})",
+        f"Experiment: {cand.id}, branch {cand.branch}, commit {cand.commit}",
+        f"Runs: {', '.join(f'{e.id} (seed {e.seed})' for e in runs)}",
+        f"Source: {h.source}" + (f"; citation: {h.citation}" if h.citation else ""),
+    ]
+    if h.conversation_id:
+        lines.append(f"Conversation: {RECORDS}/conversations/{h.conversation_id}.json")
+    hardware = runs[0].hardware if runs else {}
+    if hardware:
+        lines.append("Hardware: " + ", ".join(f"{k}={v}" for k, v in sorted(hardware.items())))
+    return "\n".join(lines)

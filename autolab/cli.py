@@ -90,8 +90,8 @@ def _run_options(workers: int, max_experiments: int | None, time_limit: str | No
 
 
 def _run_lab(lab_dir: Path, options: Any, strategy: str | None) -> list[Any]:
+    from autolab.reporting.console import print_summary
     from autolab.session import build_orchestrator
-    from autolab.summary import print_summary
     from autolab_core.lab import Lab
 
     console = _console()
@@ -103,7 +103,7 @@ def _run_lab(lab_dir: Path, options: Any, strategy: str | None) -> list[Any]:
     if console.is_terminal:
         from rich.live import Live
 
-        from autolab.summary import live_table
+        from autolab.reporting.console import live_table
 
         with Live(get_renderable=lambda: live_table(orch), console=console,
                   refresh_per_second=1, transient=True):
@@ -239,7 +239,7 @@ def approve(lab_dir: Path, experiment: str) -> None:
 @LAB_OPTION
 def status(lab_dir: Path) -> None:
     """Running jobs, the queue, the best result, budgets and anomalies."""
-    from autolab.summary import print_status
+    from autolab.reporting.console import print_status
     from autolab_core.lab import Lab
 
     print_status(Lab(lab_dir), _console())
@@ -252,7 +252,7 @@ def status(lab_dir: Path) -> None:
                    "(default: <lab>/.autolab/report).")
 def report(lab_dir: Path, out: Path | None) -> None:
     """Write the Markdown and HTML report with leaderboard, curves and Gantt chart."""
-    from autolab.summary import write_report
+    from autolab.reporting.console import write_report
     from autolab_core.lab import Lab
 
     lab = Lab(lab_dir)

@@ -89,7 +89,7 @@ def build_orchestrator(
         raise PluginError(f"backend {backend.name!r} cannot run: {problem}")
     store = make_store(lab, pm)
     proposer, writer, fallback = make_roles(lab, pm, strategy)
-    from autolab.reporter import Reporter
+    from autolab.reporting.review import Reporter
 
     return Orchestrator(
         lab, backend, store, proposer, writer, options, plugins=pm, say=say,

@@ -4,7 +4,7 @@ Example::
 
     [reporter]
     early_stopping = "median"   # "off" (default), "median" or "halving"
-    metric = "train_loss"       # the curve watched for pruning, divergence, implausibility
+    metric = "train_loss"       # the curve watched for pruning and divergence
     min_steps = 200             # nothing is pruned or called divergent before this step
     stall_s = "10m"             # no metric for this long while running -> "stall"
 
@@ -54,7 +54,8 @@ class ReporterOptions:
     divergence_patience: int = attrs.field(default=3, validator=_positive)
     throughput_drop: float = attrs.field(default=0.3, validator=_fraction)
     implausible_sigmas: float = attrs.field(default=10.0, validator=_positive)
-    loss_unchanged_tol: float = attrs.field(default=0.01, validator=_positive)
+    implausible_ratio: float = attrs.field(default=3.0, validator=_positive)
+    implausible_gain: float = attrs.field(default=0.5, validator=_positive)
     min_rel_noise: float = attrs.field(default=1e-3, validator=attrs.validators.ge(0))
 
     @property

@@ -265,8 +265,9 @@ def trusted_main(experiments: Sequence[Experiment], candidate: Experiment,
             rel = _relative_gain(_trusted(runs_of(experiments, e.id)),
                                  _trusted(main_runs(experiments, e.base_code or "")), direction)
             best = rel if rel is not None and (best is None or rel > best) else best
+    trusted = [e for e in experiments if e.result is not None and e.result.trusted]
     return TrustedMain(tuple(_trusted(main_runs(experiments, candidate.base_code or ""))),
-                       pooled_sigma(experiments), best)
+                       pooled_sigma(trusted), best)
 
 
 def check_implausible(experiment: Experiment, main: TrustedMain, direction: Direction,

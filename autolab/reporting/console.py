@@ -19,7 +19,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autolab.reporting.lab import lab_status, write_lab_report
 from autolab.reporting.summary import id_key, run_summary
@@ -104,7 +104,7 @@ def open_store(lab: Lab, pm: PluginManager | None = None) -> MetricStore | None:
             raise PluginError(f"metric store {name!r} cannot run here: {why}")
         context = PluginContext(lab_root=lab.root, state_dir=lab.state_dir,
                                 lab_name=lab.config.name)
-        store: MetricStore = cls(dict(lab.config.metric_store_options.get(name, {})), context)
+        store = cast(MetricStore, cls(dict(lab.config.metric_store_options.get(name, {})), context))
     except AutolabError as exc:
         print(f"autolab: metric store unavailable, curves left out: {exc}", file=sys.stderr)
         return None

@@ -21,10 +21,7 @@ import attrs
 from autolab_core.config import parse_options
 from autolab_core.models import Direction
 
-
-def _positive(_inst: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+_positive = attrs.validators.gt(0)
 
 
 def _fraction(_inst: Any, attribute: Any, value: Any) -> None:

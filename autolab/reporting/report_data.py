@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from autolab import gate
 from autolab.reporting import svg
 from autolab.reporting.anomalies import Anomaly
 from autolab.reporting.curves import Curve, curves_from, downsample, reference
@@ -32,9 +33,9 @@ from autolab.reporting.summary import (
     Promotion,
     Segment,
     SlotUse,
-    base_stats,
     gantt_segments,
     leaderboard,
+    main_value,
     merge_segments,
     promotions_from,
     pruned_savings,
@@ -60,8 +61,8 @@ class ReportData:
     counts: dict[str, int]
     entries: list[Entry]  # the whole leaderboard, best first
     top: int
-    base_value: float | None
-    base_sigma: float | None
+    base_value: float | None  # main's score on the newest baseline's code (the gate's runs)
+    base_sigma: float | None  # the gate's pooled noise
     promotions: list[Promotion]
     main_line: list[tuple[float, float]]  # (time, main's value) through the promotions
     curves: list[tuple[str, str, list[tuple[float, float]]]]
@@ -133,16 +134,15 @@ def collect(
     experiments = list(experiments)
     entries = leaderboard(experiments, direction, promotion)
     proms = list(promotions) if promotions is not None else promotions_from(experiments, direction)
-    first = min((e for e in experiments if e.role == Role.BASELINE and e.result is not None),
-                key=lambda e: e.history[0].at if e.history else 0.0, default=None)
-    base0 = base_stats(experiments, first.base_key) if first else None
+    baselines = [e for e in experiments if e.role == Role.BASELINE and e.result is not None]
+    first = min(baselines, key=lambda e: e.history[0].at if e.history else 0.0, default=None)
+    base0 = main_value(experiments, first.base_code or "") if first else None
     main_line: list[tuple[float, float]] = []
     if base0 is not None and first is not None:
-        main_line.append((first.history[0].at if first.history else now, base0.mean))
+        main_line.append((first.history[0].at if first.history else now, base0))
     main_line += [(p.at, p.value) for p in proms if p.value is not None]
-    latest = max((e for e in experiments if e.role == Role.BASELINE and e.result is not None),
-                 key=lambda e: e.history[-1].at if e.history else 0.0, default=None)
-    base = base_stats(experiments, latest.base_key) if latest else None
+    latest = max(baselines, key=lambda e: e.history[-1].at if e.history else 0.0, default=None)
+    rules = promotion or PromotionSection()
     segs = gantt_segments(experiments, now)
     uses, overall = utilisation(segs)
     if len(segs) > MAX_GANTT_BARS:
@@ -153,8 +153,8 @@ def collect(
         generated_at=now,
         counts=dict(Counter(e.status.value for e in experiments)),
         entries=entries, top=top,
-        base_value=None if base is None else base.mean,
-        base_sigma=None if base is None else base.sigma,
+        base_value=main_value(experiments, latest.base_code or "") if latest else None,
+        base_sigma=gate.pooled_sigma(experiments, rules.min_sigma),
         promotions=proms, main_line=main_line,
         curves=_curves(experiments, entries, metrics, curve_metric, max_curves),
         segments=segs, slot_use=uses, overall_use=overall,

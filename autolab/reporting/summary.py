@@ -2,7 +2,7 @@
 
 API::
 
-    base_stats(experiments, base_key=None) -> BaseStats | None
+    main_value(experiments, code) -> float | None              # the gate's main score
     leaderboard(experiments, direction, promotion=None) -> list[Entry]  # best effect first
     run_summary(experiments, direction, since=None, ids=None, top=10, max_rows=40)
         -> RunSummary                                           # the end of `autolab run`
@@ -44,37 +44,6 @@ _OUTCOME = {
     ExperimentStatus.REJECTED: "failed",
 }
 OUTCOMES = ("running", "finished", "pruned", "failed", "cancelled")
-
-
-def _stdev(values: Sequence[float]) -> float:
-    """Sample standard deviation (0 for fewer than two values); fast, floats only."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean = math.fsum(values) / n
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-@attrs.frozen
-class BaseStats:
-    """Main's baseline results on one commit: their mean and sample standard deviation."""
-
-    values: tuple[float, ...]
-    commit: str | None = None
-    mean: float = attrs.field(init=False)
-    sigma: float = attrs.field(init=False)
-
-    @mean.default
-    def _mean(self) -> float:
-        return math.fsum(self.values) / len(self.values)
-
-    @sigma.default
-    def _sigma(self) -> float:
-        return _stdev(self.values)
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
 
 
 @attrs.frozen
@@ -141,16 +110,11 @@ def _result_value(e: Experiment) -> float | None:
     return e.result.value if e.result is not None and _finite(e.result.value) else None
 
 
-def base_stats(experiments: Iterable[Experiment], base_key: str | None = None
-               ) -> BaseStats | None:
-    """Results of main's baseline runs on ``base_key`` (None if none ran there; every
-    baseline when ``base_key`` is None)."""
-    runs = [(e.base_key, v) for e in experiments
-            if e.role == Role.BASELINE and (v := _result_value(e)) is not None]
-    if base_key is not None:
-        same = tuple(v for c, v in runs if c == base_key)
-        return BaseStats(same, base_key) if same else None
-    return BaseStats(tuple(v for _, v in runs)) if runs else None
+def main_value(experiments: Sequence[Experiment], code: str) -> float | None:
+    """Main's score when its code hashes to ``code``: the mean of the runs the gate measures it
+    with (``gate.main_runs``); None before any of them finished."""
+    values = gate.values(gate.main_runs(experiments, code))
+    return statistics.fmean(values) if values else None
 
 
 def outcome(e: Experiment) -> str:

@@ -26,7 +26,7 @@ from autolab_core.models import (
     Result,
     StatusEvent,
 )
-from autolab_core.vocab import Role, Verdict
+from autolab_core.vocab import Flag, Role, Verdict
 
 KNOBS = ("lr", "warmup", "depth", "width", "wd", "beta2", "batch", "dropout")
 
@@ -87,7 +87,8 @@ def synthetic_lab(n: int, slots: int = 8, seed: int = 0, start: float = 1.7e9,
             flags, reason = ("crash_oom",), "CUDA out of memory"
         if role == Role.CANDIDATE and result is not None and value < main_value - 3 * sigma:
             commit, owed = f"c{i:05d}", 3
-            flags, verdict, code_hash = (f"promoted:{commit}",), Verdict.PROMOTED, f"code-{commit}"
+            flags, verdict = (str(Flag(Verdict.PROMOTED, commit)),), Verdict.PROMOTED
+            code_hash = f"code-{commit}"
             main_value = value
         exp_id = id_format.format(i + 1)
         out.append(Experiment(

@@ -10,10 +10,10 @@ import pytest
 
 from autolab import gate
 from autolab.reporting.summary import (
-    base_stats,
     gantt_segments,
     id_key,
     leaderboard,
+    main_value,
     merge_segments,
     promotions_from,
     pruned_savings,
@@ -85,8 +85,9 @@ def test_leaderboard_effect_and_err_are_the_gates() -> None:
     assert rows[3].effect is None and rows[3].uncertainty is None
     floored = leaderboard(LAB, Direction.MINIMIZE, PromotionSection(min_sigma=1.0))
     assert floored[1].uncertainty == pytest.approx(math.sqrt(1 / 2 + 1 / 3))
-    assert base_stats(LAB, "code-c1").mean == pytest.approx(1.0)
-    assert base_stats(LAB, "code-c9") is None
+    assert main_value(LAB, "code-c1") == pytest.approx(1.0)
+    assert main_value(LAB, "code-c2") == pytest.approx(0.96)  # the promoted runs measure it
+    assert main_value(LAB, "code-c9") is None
     up = leaderboard(LAB, Direction.MAXIMIZE)
     assert up[0].experiment_id == "b" and up[0].effect == pytest.approx(0.01)
 

@@ -33,8 +33,9 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from autolab.gate import main_runs, pooled_sigma, runs_of
+from autolab.gate import pooled_sigma
 from autolab.reporting.curves import Curve, reference
+from autolab.reporting.gate_runs import GateRuns
 from autolab.reporting.options import ReporterOptions
 from autolab_core.models import Direction, Experiment, ExperimentStatus, JobState, JobStatus
 from autolab_core.vocab import BLOCKING, Flag, FlagKind, Role, Verdict, needs_human
@@ -259,14 +260,14 @@ def _relative_gain(cand: Sequence[float], main: Sequence[float], direction: Dire
 def trusted_main(experiments: Sequence[Experiment], candidate: Experiment,
                  direction: Direction) -> TrustedMain:
     """The :class:`TrustedMain` of ``candidate`` from the lab's records (the gate's runs)."""
-    best = None
+    runs, best = GateRuns.of(experiments), None
     for e in experiments:
         if e.role == Role.CANDIDATE and e.verdict == Verdict.PROMOTED and e.id != candidate.id:
-            rel = _relative_gain(_trusted(runs_of(experiments, e.id)),
-                                 _trusted(main_runs(experiments, e.base_code or "")), direction)
+            rel = _relative_gain(_trusted(runs.of_candidate(e)),
+                                 _trusted(runs.of_main(e.base_code or "")), direction)
             best = rel if rel is not None and (best is None or rel > best) else best
     trusted = [e for e in experiments if e.result is not None and e.result.trusted]
-    return TrustedMain(tuple(_trusted(main_runs(experiments, candidate.base_code or ""))),
+    return TrustedMain(tuple(_trusted(runs.of_main(candidate.base_code or ""))),
                        pooled_sigma(trusted), best)
 
 

@@ -21,7 +21,7 @@ import attrs
 from autolab_core.config import parse_options
 from autolab_core.models import Direction
 
-_positive = attrs.validators.gt(0)
+_positive: Any = attrs.validators.gt(0)  # ints and floats
 
 
 def _fraction(_inst: Any, attribute: Any, value: Any) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Collection, Iterable, Sequence
 import attrs
 
 from autolab import gate
+from autolab.reporting.gate_runs import GateRuns
 from autolab_core.config import PromotionSection
 from autolab_core.models import Direction, Experiment, ExperimentStatus
 from autolab_core.vocab import Flag, Role, Verdict
@@ -44,6 +45,7 @@ _OUTCOME = {
     ExperimentStatus.REJECTED: "failed",
 }
 OUTCOMES = ("running", "finished", "pruned", "failed", "cancelled")
+_DIGITS = re.compile(r"(\d+)")
 
 
 @attrs.frozen
@@ -124,8 +126,10 @@ def outcome(e: Experiment) -> str:
 def id_key(experiment_id: str) -> tuple[tuple[int, int | str], ...]:
     """Sort key that orders the numbers inside ids numerically (``0042`` < ``9999`` <
     ``10000``; ``e00042`` < ``e10000``)."""
+    if experiment_id.isdigit():  # the lab's own ids
+        return ((0, int(experiment_id)),)
     return tuple((0, int(part)) if part.isdigit() else (1, part)
-                 for part in re.split(r"(\d+)", experiment_id) if part)
+                 for part in _DIGITS.split(experiment_id) if part)
 
 
 def leaderboard(experiments: Sequence[Experiment], direction: Direction,
@@ -137,21 +141,18 @@ def leaderboard(experiments: Sequence[Experiment], direction: Direction,
     """
     rules = promotion or PromotionSection()
     sigma = gate.pooled_sigma(experiments, rules.min_sigma)
-    confirms: dict[str, list[Experiment]] = {}
-    for e in experiments:
-        if e.role == Role.CONFIRM and e.parent:
-            confirms.setdefault(e.parent, []).append(e)
+    runs = GateRuns.of(experiments)
     mains: dict[str, list[float]] = {}
     entries = []
     for e in experiments:
         if e.role != Role.CANDIDATE:
             continue
-        values = tuple(gate.values(gate.runs_of([e, *confirms.get(e.id, ())], e.id)))
+        values = tuple(gate.values(runs.of_candidate(e)))
         if not values or not all(map(math.isfinite, values)):
             continue  # nothing to rank (a NaN result carries its own flag)
         code = e.base_code or ""
         if code not in mains:
-            mains[code] = gate.values(gate.main_runs(experiments, code))
+            mains[code] = gate.values(runs.of_main(code))
         main = mains[code]
         mean = math.fsum(values) / len(values)
         effect = unc = None

@@ -9,6 +9,7 @@ import attrs
 import pytest
 
 from autolab import gate
+from autolab.reporting.gate_runs import GateRuns
 from autolab.reporting.summary import (
     gantt_segments,
     id_key,
@@ -172,3 +173,15 @@ def test_pruned_savings_uses_the_typical_full_run() -> None:
     lab.append(exp("p", events=((S.STARTED, 0.0), (S.PRUNED, 30.0))))
     assert pruned_savings(lab) == pytest.approx(101.0 - 30.0)
     assert pruned_savings(lab[-1:]) == 0.0
+
+
+def test_indexed_gate_runs_are_exactly_the_gates() -> None:
+    lab = [*synthetic_lab(600, seed=2), *LAB]
+    runs = GateRuns.of(lab)
+    codes = {e.base_code or "" for e in lab} | {""}
+    assert len(codes) > 5
+    for code in codes:
+        assert runs.of_main(code) == gate.main_runs(lab, code)
+    for cand in lab:
+        if cand.role == "candidate":
+            assert runs.of_candidate(cand) == gate.runs_of(lab, cand.id)

@@ -5,6 +5,7 @@ API::
     status_from_experiments(experiments, *, metric, direction, latest=None, budget=None,
                             anomalies=(), now=None, queue_rows=10, metric_columns=4,
                             promotion=None) -> Group
+    with_wait_reason(experiment, job_state) -> Experiment   # for the run loop, after a poll
 
 ``latest`` is ``{experiment_id: {name: (step, value, wall_time)}}`` (see
 :func:`autolab.reporting.curves.latest_metrics`), or anything ``latest_metrics`` accepts (a
@@ -31,7 +32,7 @@ from autolab.reporting.anomalies import Anomaly
 from autolab.reporting.curves import latest_metrics
 from autolab.reporting.summary import id_key, leaderboard
 from autolab_core.config import PromotionSection
-from autolab_core.models import Direction, Experiment, ExperimentStatus
+from autolab_core.models import Direction, Experiment, ExperimentStatus, JobState, JobStatus
 from autolab_core.vocab import Flag
 
 
@@ -71,6 +72,24 @@ class BudgetUsage:
             row("experiments", self.experiments, self.experiments_limit, lambda x: f"{x:.0f}"),
             row("time", self.seconds, self.seconds_limit, hours),
         ]
+
+
+def with_wait_reason(experiment: Experiment, job_state: JobState) -> Experiment:
+    """``experiment`` as the live views should show it after a poll of its job.
+
+    While the job is pending, ``reason`` carries the backend's pending reason (SLURM's
+    ``Priority`` or ``Resources``, a full queue); once it runs or ends, that wait reason is
+    cleared so it is never mistaken for why the job failed. A prune reason is kept.
+    """
+    reason = experiment.reason
+    if job_state.status is JobStatus.PENDING:
+        new = job_state.reason or reason
+    elif experiment.status is ExperimentStatus.SUBMITTED and reason and \
+            not reason.startswith("pruned"):
+        new = None
+    else:
+        return experiment
+    return experiment if new == reason else attrs.evolve(experiment, reason=new)
 
 
 def _elapsed(seconds: float) -> str:

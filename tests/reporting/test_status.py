@@ -5,12 +5,14 @@ from __future__ import annotations
 from rich.console import Console
 
 from autolab.reporting.anomalies import Anomaly
-from autolab.reporting.status import BudgetUsage, status_from_experiments
+from autolab.reporting.status import BudgetUsage, status_from_experiments, with_wait_reason
 from autolab_core.models import (
     Direction,
     Experiment,
     ExperimentStatus,
     Hypothesis,
+    JobState,
+    JobStatus,
     MetricPoint,
     Result,
 )
@@ -96,3 +98,16 @@ def test_status_shows_why_a_job_waits_or_is_stopping() -> None:
     running = text[text.index("running (2)"):text.index("queue (2)")]
     assert "pruned: median rule" in running and "note" in running
     assert running.index("0009") < running.index("0010")
+
+
+def test_the_loop_keeps_the_pending_reason_while_a_job_waits() -> None:
+    submitted = exp("0011", "queued on slurm", (S.QUEUED, 1.0), (S.SUBMITTED, 2.0))
+    waiting = with_wait_reason(submitted, JobState(JobStatus.PENDING, reason="Priority"))
+    assert waiting.reason == "Priority"
+    again = with_wait_reason(waiting, JobState(JobStatus.PENDING, reason="Resources"))
+    assert again.reason == "Resources"
+    assert with_wait_reason(again, JobState(JobStatus.PENDING)) is again  # nothing new
+    failed = with_wait_reason(again, JobState(JobStatus.FAILED, reason="exit code 1"))
+    assert failed.reason is None  # never mistaken for why it failed
+    running = exp("0012", "runs", (S.STARTED, 1.0), reason="pruned: median rule")
+    assert with_wait_reason(running, JobState(JobStatus.RUNNING)) is running

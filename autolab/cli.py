@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +83,13 @@ def _run_lab(lab_dir: Path, cli: dict[str, Any], defaults: dict[str, Any] | None
              ) -> list[Any]:
     """Resolve the settings (command line over autolab.toml over defaults), print them with
     their sources, run the loop, and print the end-of-run summary."""
+    from autolab.reporting.console import print_summary
     from autolab.run.assemble import build_loop
     from autolab.run.settings import resolve
-    from autolab.summary import print_summary
     from autolab_core.lab import Lab
 
     console = _console()
+    started = time.time()
     lab = Lab(lab_dir)
     settings = resolve(lab.config, defaults=defaults, **cli)
     loop = build_loop(lab, settings.options(), say=console.print,
@@ -99,14 +101,14 @@ def _run_lab(lab_dir: Path, cli: dict[str, Any], defaults: dict[str, Any] | None
     if console.is_terminal:
         from rich.live import Live
 
-        from autolab.summary import live_table
+        from autolab.reporting.console import live_table
 
         with Live(get_renderable=lambda: live_table(loop), console=console,
                   refresh_per_second=1, transient=True):
             experiments = loop.run()
     else:
         experiments = loop.run()
-    print_summary(lab, experiments, console)
+    print_summary(lab, experiments, console, since=started)
     return experiments
 
 
@@ -236,7 +238,7 @@ def approve(lab_dir: Path, experiment: str) -> None:
 @LAB_OPTION
 def status(lab_dir: Path) -> None:
     """Running jobs, the queue, the best result, budgets and anomalies."""
-    from autolab.summary import print_status
+    from autolab.reporting.console import print_status
     from autolab_core.lab import Lab
 
     print_status(Lab(lab_dir), _console())
@@ -249,7 +251,7 @@ def status(lab_dir: Path) -> None:
                    "(default: <lab>/.autolab/report).")
 def report(lab_dir: Path, out: Path | None) -> None:
     """Write the Markdown and HTML report with leaderboard, curves and Gantt chart."""
-    from autolab.summary import write_report
+    from autolab.reporting.console import write_report
     from autolab_core.lab import Lab
 
     lab = Lab(lab_dir)

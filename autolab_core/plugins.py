@@ -11,15 +11,18 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
 
 from autolab_core import hookspecs
 from autolab_core.errors import PluginError
-from autolab_core.interfaces import PLUGIN_KINDS, Plugin
+from autolab_core.interfaces import PLUGIN_KINDS, MetricStore, Plugin, PluginContext
+
+if TYPE_CHECKING:
+    from autolab_core.lab import Lab
 
 ENTRY_POINT_GROUP = "autolab"
 
@@ -213,3 +216,28 @@ def get_plugin_manager() -> PluginManager:
     if _default is None:
         _default = PluginManager()
     return _default
+
+
+def lab_context(lab: Lab) -> PluginContext:
+    """The :class:`PluginContext` plugins of ``lab`` are constructed with."""
+    return PluginContext(lab_root=lab.root, state_dir=lab.state_dir, lab_name=lab.config.name)
+
+
+def make_plugin(pm: PluginManager, kind: str, name: str, options: Mapping[str, Any],
+                context: PluginContext) -> Any:
+    """An instance of plugin ``name`` of ``kind``, or a :class:`PluginError` saying why it
+    cannot run here (a missing extra, an old dependency)."""
+    cls = pm.get(kind, name)
+    reason = cls.available()
+    if reason:
+        raise PluginError(f"{kind.replace('_', ' ')} {name!r} cannot run here: {reason}")
+    return cls(dict(options), context)
+
+
+def make_store(lab: Lab, pm: PluginManager | None = None) -> MetricStore:
+    """The lab's configured metric store (``[metrics] store``)."""
+    name = lab.config.metric_store
+    store: MetricStore = make_plugin(pm or get_plugin_manager(), "metric_store", name,
+                                     lab.config.metric_store_options.get(name, {}),
+                                     lab_context(lab))
+    return store

@@ -1,21 +1,27 @@
 """Anomaly flags, each with a reason a person can check.
 
-An experiment carrying any flag in :data:`BLOCKING` is never promoted without a human: the
-orchestrator stores ``as_flag(anomaly)`` (``"<flag>: <reason>"``) in ``Experiment.flags`` and
-its promotion gate calls :func:`needs_human`. The checks (all pure functions)::
+An experiment carrying a blocking flag (:data:`autolab_core.vocab.BLOCKING`) is never promoted
+without a human: the run loop stores ``as_flag(anomaly)`` (``"<kind>: <reason>"``, a
+:class:`~autolab_core.vocab.Flag`) in ``Experiment.flags`` and its promotion gate calls
+:func:`autolab_core.vocab.needs_human`. The checks (all pure functions)::
 
     check_values(experiment_id, curves: Mapping[name, Curve]) -> list[Anomaly]       # NaN/Inf
     check_divergence(experiment_id, curve, baselines: Sequence[Curve], options) -> Anomaly | None
     check_stall(experiment, last_metric_at: float | None, now, options) -> Anomaly | None
     check_throughput(experiment_id, curve, baselines: Sequence[Curve], options) -> Anomaly | None
     classify_crash(experiment_id, state: JobState, log_tail="") -> Anomaly | None
-    check_implausible(experiment, base_values, direction, loss, baseline_losses, options,
-                      sigma=None) -> Anomaly | None
+    check_implausible(experiment, main: TrustedMain, direction, options) -> Anomaly | None
     detect(experiment, curves, baseline_curves, options=..., now=..., job_state=None,
-           log_tail="", base_values=(), sigma=None, direction=MINIMIZE) -> list[Anomaly]
+           log_tail="", main=None, direction=MINIMIZE) -> list[Anomaly]
 
 ``curves`` is one experiment's ``{name: Curve}`` (see :func:`.curves.curves_from`) and
 ``baseline_curves`` the same for each baseline run of ``main``.
+
+Trust: curves are what the patched program printed about itself. They may raise NaN,
+divergence, stall and throughput flags (a flag can only hold a candidate back, never let it
+through), but the implausible-win rule, which exists to catch a patch that games the score, reads
+only results of the protected evaluation (``Result.trusted``) and main's results
+(:class:`TrustedMain`); nothing the patch prints can move it either way.
 """
 
 from __future__ import annotations
@@ -23,35 +29,28 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
 from autolab.reporting.curves import Curve, reference
+from autolab.reporting.gate_runs import GateRuns
 from autolab.reporting.options import ReporterOptions
+from autolab.run.gate import pooled_sigma
 from autolab_core.models import Direction, Experiment, ExperimentStatus, JobState, JobStatus
+from autolab_core.vocab import BLOCKING, Flag, FlagKind, Role, Verdict, needs_human
 
-NAN = "nan"
-DIVERGENCE = "divergence"
-STALL = "stall"
-THROUGHPUT = "throughput_drop"
-CRASH_OOM = "crash_oom"
-CRASH_TIMEOUT = "crash_timeout"
-CRASH_ERROR = "crash_error"
-CRASH_PREEMPTED = "crash_preemption"
-IMPLAUSIBLE = "implausible_metric"
-
-#: Flags that keep an experiment from being promoted until a person clears them. A throughput
-#: drop is reported but does not block: wall-clock speed moves with the machine's load, and the
-#: noise gate already holds back candidates that cost more CPU time than main.
-BLOCKING = frozenset(
-    {NAN, DIVERGENCE, STALL, CRASH_OOM, CRASH_TIMEOUT, CRASH_ERROR, CRASH_PREEMPTED, IMPLAUSIBLE}
-)
+__all__ = [
+    "BLOCKING", "Anomaly", "TrustedMain", "as_flag", "check_divergence", "check_implausible",
+    "check_stall", "check_throughput", "check_values", "classify_crash", "detect",
+    "needs_human", "trusted_main",
+]
 
 
 @attrs.frozen
 class Anomaly:
-    """One finding: ``flag`` is one of the constants above, ``reason`` says what was seen."""
+    """One finding: ``flag`` is a :class:`~autolab_core.vocab.FlagKind`, ``reason`` says what
+    was seen."""
 
     experiment_id: str
     flag: str
@@ -60,26 +59,8 @@ class Anomaly:
 
 
 def as_flag(anomaly: Anomaly) -> str:
-    """The string kept in ``Experiment.flags``: ``"<flag>: <reason>"``."""
-    return f"{anomaly.flag}: {anomaly.reason}"
-
-
-def parse_flag(text: str) -> tuple[str, str]:
-    """``(flag, reason)`` from an ``Experiment.flags`` entry (``"divergence: ..."`` or a bare
-    ``"divergence"``). The orchestrator's ``"crash: oom: ..."`` maps to ``crash_oom``."""
-    flag, _, reason = text.partition(":")
-    flag, reason = flag.strip(), reason.strip()
-    if flag == "crash":
-        kind, _, rest = reason.partition(":")
-        kind = {"preempted": "preemption", "failed": "error"}.get(kind.strip(), kind.strip())
-        if f"crash_{kind}" in BLOCKING:
-            return f"crash_{kind}", rest.strip() or reason
-    return flag, reason
-
-
-def needs_human(flags: Iterable[str]) -> bool:
-    """True when any flag (bare or ``"<flag>: <reason>"``) blocks automatic promotion."""
-    return any(parse_flag(f)[0] in BLOCKING for f in flags)
+    """The string kept in ``Experiment.flags``: ``"<kind>: <reason>"``."""
+    return str(Flag(anomaly.flag, anomaly.reason))
 
 
 def _fmt(x: float) -> str:
@@ -94,7 +75,7 @@ def check_values(experiment_id: str, curves: Mapping[str, Curve]) -> list[Anomal
         for step, value in zip(curve.steps, curve.values, strict=True):
             if not math.isfinite(value):
                 found.append(Anomaly(
-                    experiment_id, NAN, f"{name} is {value} at step {step}", step
+                    experiment_id, FlagKind.NAN, f"{name} is {value} at step {step}", step
                 ))
                 break
     return found
@@ -143,7 +124,7 @@ def check_divergence(
         if len(run) >= patience:
             first, last = run[0], run[-1]
             return Anomaly(
-                experiment_id, DIVERGENCE,
+                experiment_id, FlagKind.DIVERGENCE,
                 f"{options.metric} diverged: {_fmt(last[1])} at step {last[0]} vs "
                 f"{_fmt(last[2])} for {what} ({patience} points in a row more than "
                 f"{ratio:.0%} worse, from step {first[0]})",
@@ -167,7 +148,7 @@ def check_stall(
         return None
     since = "its last metric" if last_metric_at and last_metric_at >= max(marks) else "it started"
     return Anomaly(
-        experiment.id, STALL,
+        experiment.id, FlagKind.STALL,
         f"no metric for {quiet:.0f}s since {since} while running (stall_s = {options.stall_s:.0f})",
     )
 
@@ -197,7 +178,7 @@ def check_throughput(
     if base <= 0 or mine >= (1 - options.throughput_drop) * base:
         return None
     return Anomaly(
-        experiment_id, THROUGHPUT,
+        experiment_id, FlagKind.THROUGHPUT,
         f"{options.throughput_metric} {_fmt(mine)} is {1 - mine / base:.0%} below the baseline "
         f"{_fmt(base)} (limit {options.throughput_drop:.0%})",
     )
@@ -227,73 +208,105 @@ def classify_crash(experiment_id: str, state: JobState, log_tail: str = "") -> A
     if state.exit_code is not None:
         detail += f"; exit code {state.exit_code}"
     if status is JobStatus.OOM:
-        return Anomaly(experiment_id, CRASH_OOM, f"out of memory ({detail})")
+        return Anomaly(experiment_id, FlagKind.CRASH_OOM, f"out of memory ({detail})")
     if status is JobStatus.TIMEOUT:
-        return Anomaly(experiment_id, CRASH_TIMEOUT, f"hit its time limit ({detail})")
+        return Anomaly(experiment_id, FlagKind.CRASH_TIMEOUT, f"hit its time limit ({detail})")
     if status is JobStatus.PREEMPTED:
-        return Anomaly(experiment_id, CRASH_PREEMPTED, f"preempted ({detail})")
+        return Anomaly(experiment_id, FlagKind.CRASH_PREEMPTED, f"preempted ({detail})")
     if status not in (JobStatus.FAILED, JobStatus.UNKNOWN) or (
         status is JobStatus.UNKNOWN and not text
     ):
         return None
     if _OOM.search(text) or state.exit_code in (137, -9):
-        return Anomaly(experiment_id, CRASH_OOM, f"out of memory ({detail})")
+        return Anomaly(experiment_id, FlagKind.CRASH_OOM, f"out of memory ({detail})")
     if _PREEMPT.search(text):
-        return Anomaly(experiment_id, CRASH_PREEMPTED, f"preempted ({detail})")
+        return Anomaly(experiment_id, FlagKind.CRASH_PREEMPTED, f"preempted ({detail})")
     if _TIMEOUT.search(state.reason or ""):
-        return Anomaly(experiment_id, CRASH_TIMEOUT, f"hit a time limit ({detail})")
+        return Anomaly(experiment_id, FlagKind.CRASH_TIMEOUT, f"hit a time limit ({detail})")
     last = next((ln.strip() for ln in reversed(log_tail.splitlines()) if ln.strip()), "")
     tail = f"; last log line: {last[:200]}" if last else ""
-    return Anomaly(experiment_id, CRASH_ERROR, f"failed ({detail}){tail}")
+    return Anomaly(experiment_id, FlagKind.CRASH_ERROR, f"failed ({detail}){tail}")
 
 
 # -- implausible results ---------------------------------------------------------------------
-def _final(curve: Curve) -> float | None:
-    finite = curve.finite()
-    return finite.tail_mean(max(1, len(finite) // 10))
+@attrs.frozen
+class TrustedMain:
+    """What a candidate's trusted result is compared with: numbers from protected code only.
+
+    ``values`` are main's trusted results on the candidate's base (the runs the noise gate
+    measures main with), ``sigma`` the gate's pooled seed noise (None: the spread of
+    ``values``), ``best_gain`` the largest relative improvement a promoted, trusted candidate
+    ever made over its main (None before the first promotion).
+    """
+
+    values: tuple[float, ...]
+    sigma: float | None = None
+    best_gain: float | None = None
 
 
-def check_implausible(
-    experiment: Experiment,
-    base_values: Sequence[float],
-    direction: Direction,
-    loss: Curve | None,
-    baseline_losses: Sequence[Curve],
-    options: ReporterOptions,
-    sigma: float | None = None,
-) -> Anomaly | None:
-    """The decisive metric beats main by more than ``implausible_sigmas`` noise bands while
-    the training loss (``options.metric``) ends where the baselines' does.
+def _trusted(runs: Sequence[Experiment]) -> list[float]:
+    return [e.result.value for e in runs if e.result is not None and e.result.trusted]
 
-    That pattern is what a patch that rescales its printed metric looks like. ``sigma`` is the
-    baseline noise; by default the standard deviation of ``base_values``, and never less than
-    ``min_rel_noise`` of the base value.
+
+def _relative_gain(cand: Sequence[float], main: Sequence[float], direction: Direction
+                   ) -> float | None:
+    if not cand or not main:
+        return None
+    base = statistics.fmean(main)
+    gain = direction.improvement(statistics.fmean(cand), base)
+    return gain / abs(base) if base else None
+
+
+def trusted_main(experiments: Sequence[Experiment], candidate: Experiment,
+                 direction: Direction) -> TrustedMain:
+    """The :class:`TrustedMain` of ``candidate`` from the lab's records (the gate's runs)."""
+    runs, best = GateRuns.of(experiments), None
+    for e in experiments:
+        if e.role == Role.CANDIDATE and e.verdict == Verdict.PROMOTED and e.id != candidate.id:
+            rel = _relative_gain(_trusted(runs.of_candidate(e)),
+                                 _trusted(runs.of_main(e.base_code or "")), direction)
+            best = rel if rel is not None and (best is None or rel > best) else best
+    trusted = [e for e in experiments if e.result is not None and e.result.trusted]
+    return TrustedMain(tuple(_trusted(runs.of_main(candidate.base_code or ""))),
+                       pooled_sigma(trusted), best)
+
+
+def check_implausible(experiment: Experiment, main: TrustedMain, direction: Direction,
+                      options: ReporterOptions) -> Anomaly | None:
+    """A trusted result that beats main by an implausible margin.
+
+    Flagged when the protected evaluation's number beats main's mean by more than
+    ``implausible_sigmas`` noise bands (``sigma``, never less than ``min_rel_noise`` of main's
+    value) *and* by more than ``implausible_ratio`` times the largest relative improvement any
+    promoted candidate made (before the first promotion: more than ``implausible_gain`` of
+    main's value). Untrusted results (read from the program's output) are not judged here:
+    the rule uses only numbers produced by protected code.
     """
     result = experiment.result
-    if result is None or not base_values or loss is None or not baseline_losses:
+    if result is None or not result.trusted or not main.values or not math.isfinite(result.value):
         return None
-    base = statistics.fmean(base_values)
+    base = statistics.fmean(main.values)
+    sigma = main.sigma
     if sigma is None:
-        sigma = statistics.stdev(base_values) if len(base_values) > 1 else 0.0
+        sigma = statistics.stdev(main.values) if len(main.values) > 1 else 0.0
     noise = max(sigma, abs(base) * options.min_rel_noise, 1e-12)
     gain = direction.improvement(result.value, base)
-    if not math.isfinite(result.value) or gain <= options.implausible_sigmas * noise:
+    if gain <= options.implausible_sigmas * noise:
         return None
-    mine = _final(loss)
-    theirs = [f for c in baseline_losses if (f := _final(c)) is not None]
-    if mine is None or not theirs:
+    rel = gain / max(abs(base), 1e-12)
+    if main.best_gain is None or main.best_gain <= 0:
+        limit, why = options.implausible_gain, "no promoted change has come close"
+    else:
+        limit = options.implausible_ratio * main.best_gain
+        why = (f"{options.implausible_ratio:g}x the best promoted improvement "
+               f"({main.best_gain:.1%})")
+    if rel <= limit:
         return None
-    ref = statistics.median(theirs)
-    change = abs(mine - ref) / max(abs(ref), 1e-12)
-    if change > options.loss_unchanged_tol:
-        return None
-    trust = "" if result.trusted else "; the number was read from the program's own output"
     return Anomaly(
-        experiment.id, IMPLAUSIBLE,
-        f"{result.metric} improved by {_fmt(gain)} ({gain / noise:.0f} sigma, sigma = "
-        f"{_fmt(noise)}) but final {options.metric} {_fmt(mine)} is within "
-        f"{change:.1%} of the baselines' {_fmt(ref)}: the patch may rescale its printed "
-        f"metric{trust}",
+        experiment.id, FlagKind.IMPLAUSIBLE,
+        f"{result.metric} {_fmt(result.value)} from the protected evaluation beats main's "
+        f"{_fmt(base)} by {_fmt(gain)} ({gain / noise:.0f} sigma, {rel:.1%} of main; limit "
+        f"{limit:.1%}: {why}); a person should check the patch before it is promoted",
     )
 
 
@@ -307,17 +320,16 @@ def detect(
     now: float,
     job_state: JobState | None = None,
     log_tail: str = "",
-    base_values: Sequence[float] = (),
-    sigma: float | None = None,
+    main: TrustedMain | None = None,
     direction: Direction = Direction.MINIMIZE,
 ) -> list[Anomaly]:
     """Every check that applies to ``experiment`` given what is known now.
 
     ``direction`` is the decisive metric's. Baseline runs are compared with nothing, but their
-    NaN, stall and crash checks still apply.
+    NaN, stall and crash checks still apply. ``main`` enables the implausible-win rule.
     """
     found = check_values(experiment.id, curves)
-    is_base = experiment.role == "baseline"
+    is_base = experiment.role == Role.BASELINE
     loss = curves.get(options.metric)
     base_loss = [c[options.metric] for c in baseline_curves if options.metric in c]
     if not is_base:
@@ -342,13 +354,10 @@ def detect(
             found.append(crash)
     if not is_base and experiment.result is not None:
         if not math.isfinite(experiment.result.value):
-            found.append(Anomaly(
-                experiment.id, NAN, f"{experiment.result.metric} is {experiment.result.value}"
-            ))
-        else:
-            odd = check_implausible(
-                experiment, base_values, direction, loss, base_loss, options, sigma
-            )
+            found.append(Anomaly(experiment.id, FlagKind.NAN,
+                                 f"{experiment.result.metric} is {experiment.result.value}"))
+        elif main is not None:
+            odd = check_implausible(experiment, main, direction, options)
             if odd:
                 found.append(odd)
     return found

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from autolab.reporting.report import ReportData
+from autolab.reporting.report_data import ReportData
 from autolab.reporting.svg import COLORS
 
 

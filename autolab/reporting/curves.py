@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -190,10 +190,3 @@ def downsample(curve: Curve, max_points: int) -> Curve:
         tuple(vals[i] for i in order),
         tuple(curve.times[i] for i in order) if curve.times else (),
     )
-
-
-def as_mapping(curves: Mapping[str, Curve] | Curve | None, name: str) -> Curve | None:
-    """``curves[name]`` when given a mapping, the curve itself when given one."""
-    if curves is None or isinstance(curves, Curve):
-        return curves
-    return curves.get(name)

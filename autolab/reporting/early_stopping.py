@@ -21,21 +21,21 @@ once its curve reaches that step. Rules:
 
 :class:`PruneDecision` carries the step, the reason and the compute saved: the steps left to
 ``total_steps`` (default: the longest peer curve) and those steps at the run's own pace.
-``compute_saved(decisions)`` sums them.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import attrs
 
 from autolab.reporting.curves import Curve
 from autolab.reporting.options import ReporterOptions
 from autolab_core.models import Experiment, ExperimentStatus
+from autolab_core.vocab import Role
 
-EXEMPT_ROLES = frozenset({"baseline", "confirm"})
+EXEMPT_ROLES = frozenset({Role.BASELINE, Role.CONFIRM})
 
 
 @attrs.frozen
@@ -127,9 +127,3 @@ def decide(
         return None
     saved_steps, saved_seconds = _saved(mine, mine.last_step, peers, total_steps)
     return PruneDecision(experiment.id, mine.last_step, rule, reason, saved_steps, saved_seconds)
-
-
-def compute_saved(decisions: Sequence[PruneDecision]) -> tuple[int, float]:
-    """Total (steps, seconds) saved by ``decisions``; unknown seconds count as 0."""
-    return (sum(d.saved_steps for d in decisions),
-            sum(d.saved_seconds or 0.0 for d in decisions))

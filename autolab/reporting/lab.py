@@ -3,14 +3,14 @@ call with an ``autolab_core.lab.Lab``.
 
 API::
 
-    lab_status(lab, now=None) -> rich renderable
-    write_lab_report(lab, out, png=None) -> list[Path]     # report.md, report.html, PNGs
+    lab_status(lab, store=None, now=None) -> rich renderable
+    write_lab_report(lab, out, store=None, png=None) -> list[Path]  # report.md/.html, PNGs
     budget_usage(lab, experiments, now) -> BudgetUsage
     llm_spend(conversations_dir) -> float
 
-The metric store is opened like the orchestrator opens it (``[metrics] store``); while an
-orchestrator runs, the ``parquet`` store opens read-only. A store that cannot be opened only
-costs the curves and the latest metrics; the rest of the page still renders.
+``store`` is the lab's metric store, opened by the caller (the CLI opens it as the run loop
+does; while a run is going the ``parquet`` store opens read-only) and closed by the caller.
+Without one the curves and the latest metrics are left out; the rest of the page renders.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 from autolab.reporting.options import parse_reporter_options
 from autolab.reporting.status import BudgetUsage, status_from_experiments
-from autolab_core.errors import AutolabError
 from autolab_core.models import Experiment, ExperimentStatus
+from autolab_core.vocab import Role
 
 
 def _costs(node: Any) -> float:
@@ -62,7 +62,7 @@ def budget_usage(lab: Any, experiments: list[Experiment], now: float) -> BudgetU
                   for e in experiments)
     seconds = ((now if running else max(events)) - min(events)) if events else 0.0
     started = sum(1 for e in experiments
-                  if e.role == "candidate" and e.at(ExperimentStatus.STARTED) is not None)
+                  if e.role == Role.CANDIDATE and e.at(ExperimentStatus.STARTED) is not None)
     return BudgetUsage(
         usd=sum(e.cost_usd for e in experiments), usd_limit=b.usd,
         llm_usd=llm_spend(lab.state_dir / "conversations"), llm_usd_limit=b.llm_usd,
@@ -71,38 +71,19 @@ def budget_usage(lab: Any, experiments: list[Experiment], now: float) -> BudgetU
     )
 
 
-def open_store(lab: Any) -> Any:
-    """The lab's metric store, or None (with the reason on stderr) if it cannot be opened."""
-    import sys
-
-    from autolab.run.assemble import make_store
-    from autolab_core.plugins import get_plugin_manager
-
-    try:
-        return make_store(lab, get_plugin_manager())
-    except AutolabError as exc:
-        print(f"autolab: metric store unavailable, curves left out: {exc}", file=sys.stderr)
-        return None
-
-
-def lab_status(lab: Any, now: float | None = None) -> Any:
-    """The ``autolab status`` screen for ``lab``."""
+def lab_status(lab: Any, store: Any = None, now: float | None = None) -> Any:
+    """The ``autolab status`` screen for ``lab`` (``store``: its metric store, or None)."""
     now = time.time() if now is None else now
     experiments = lab.load_experiments()
     cfg = lab.config
-    running = [e.id for e in experiments if e.status is ExperimentStatus.STARTED]
-    store = open_store(lab) if running else None
-    try:
-        return status_from_experiments(
-            experiments, metric=cfg.metric.name, direction=cfg.metric.dir,
-            latest=store, budget=budget_usage(lab, experiments, now), now=now,
-        )
-    finally:
-        if store is not None:
-            store.close()
+    return status_from_experiments(
+        experiments, metric=cfg.metric.name, direction=cfg.metric.dir, latest=store,
+        budget=budget_usage(lab, experiments, now), now=now, promotion=cfg.promotion,
+    )
 
 
-def write_lab_report(lab: Any, out: Path, png: bool | None = None) -> list[Path]:
+def write_lab_report(lab: Any, out: Path, store: Any = None, png: bool | None = None
+                     ) -> list[Path]:
     """Write the report of ``lab`` into ``out``; PNGs when matplotlib is installed."""
     from autolab.reporting.report import build_report
 
@@ -110,13 +91,9 @@ def write_lab_report(lab: Any, out: Path, png: bool | None = None) -> list[Path]
     options = parse_reporter_options(cfg.reporter)
     if png is None:
         png = importlib.util.find_spec("matplotlib") is not None
-    store = open_store(lab)
-    try:
-        files = build_report(
-            Path(out), lab.load_experiments(), store, png=png, metric=cfg.metric.name,
-            direction=cfg.metric.dir, curve_metric=options.metric, title=f"autolab: {cfg.name}",
-        )
-    finally:
-        if store is not None:
-            store.close()
+    files = build_report(
+        Path(out), lab.load_experiments(), store, png=png, metric=cfg.metric.name,
+        direction=cfg.metric.dir, curve_metric=options.metric, title=f"autolab: {cfg.name}",
+        promotion=cfg.promotion,
+    )
     return [files.markdown, files.html, *files.pngs]

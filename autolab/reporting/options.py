@@ -4,7 +4,7 @@ Example::
 
     [reporter]
     early_stopping = "median"   # "off" (default), "median" or "halving"
-    metric = "train_loss"       # the curve watched for pruning, divergence, implausibility
+    metric = "train_loss"       # the curve watched for pruning and divergence
     min_steps = 200             # nothing is pruned or called divergent before this step
     stall_s = "10m"             # no metric for this long while running -> "stall"
 
@@ -21,10 +21,7 @@ import attrs
 from autolab_core.config import parse_options
 from autolab_core.models import Direction
 
-
-def _positive(_inst: Any, attribute: Any, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+_positive: Any = attrs.validators.gt(0)  # ints and floats
 
 
 def _fraction(_inst: Any, attribute: Any, value: Any) -> None:
@@ -54,7 +51,8 @@ class ReporterOptions:
     divergence_patience: int = attrs.field(default=3, validator=_positive)
     throughput_drop: float = attrs.field(default=0.3, validator=_fraction)
     implausible_sigmas: float = attrs.field(default=10.0, validator=_positive)
-    loss_unchanged_tol: float = attrs.field(default=0.01, validator=_positive)
+    implausible_ratio: float = attrs.field(default=3.0, validator=_positive)
+    implausible_gain: float = attrs.field(default=0.5, validator=_positive)
     min_rel_noise: float = attrs.field(default=1e-3, validator=attrs.validators.ge(0))
 
     @property

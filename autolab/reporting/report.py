@@ -2,31 +2,23 @@
 
 API::
 
-    build_report(out_dir, experiments, metrics=None, *, metric="val_bpb",
-                 direction=Direction.MINIMIZE, curve_metric="train_loss", title="...",
-                 promotions=None, anomalies=(), top=50, max_curves=12, png=True, now=None)
+    build_report(out_dir, experiments, metrics=None, *, png=True, **collect_keywords)
         -> ReportFiles(markdown, html, pngs)
-    collect(...same arguments but out_dir/png...) -> ReportData   # the numbers, no files
     render_html(data) -> str;  render_markdown(data, pngs=()) -> str
-    write_lab_report(lab, out, png=None) -> list[Path]   # ``autolab report``: all from a Lab
 
-``metrics`` is a ``pyarrow.Table`` (metric-store schema), a list of ``MetricPoint``, a metric
-store, or None. Only the curves drawn are read from it. ``promotions`` defaults to experiments
-flagged ``promoted``; ``anomalies`` are the Reporter's findings (flags on experiments without a
-matching finding are listed too).
+The numbers come from :func:`.report_data.collect` (same keywords); a lab on disk is reported
+by :func:`autolab.reporting.lab.write_lab_report`.
 
 The HTML page has no external reference at all (inline CSS, inline SVG, a few lines of inline
 JavaScript to sort tables) and stays small for 10,000 experiments: the leaderboard shows the
-``top`` entries, at most ``max_curves`` curves are drawn (each downsampled, spikes kept), and
-Gantt bars closer than a pixel are merged. Element ids: ``summary``, ``leaderboard``,
-``promotions``, ``curves``, ``gantt``, ``utilisation``, ``anomalies``.
+``top`` entries, at most ``max_curves`` curves are drawn, and Gantt bars closer than a pixel are
+merged. Element ids: ``summary``, ``leaderboard``, ``promotions``, ``curves``, ``gantt``,
+``utilisation``, ``anomalies``.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
@@ -36,26 +28,12 @@ from typing import Any
 import attrs
 
 from autolab.reporting import svg
-from autolab.reporting.anomalies import BLOCKING, Anomaly, parse_flag
-from autolab.reporting.curves import Curve, curves_from, downsample, reference
-from autolab.reporting.summary import (
-    Entry,
-    Promotion,
-    Segment,
-    SlotUse,
-    base_stats,
-    gantt_segments,
-    leaderboard,
-    merge_segments,
-    promotions_from,
-    pruned_savings,
-    utilisation,
-)
-from autolab_core.models import Direction, Experiment
+from autolab.reporting.report_data import ReportData, collect
+from autolab.reporting.summary import Entry
+from autolab_core.models import Experiment
+from autolab_core.vocab import Flag
 
-MAX_GANTT_BARS = 3000
 MAX_ANOMALY_ROWS = 200
-CURVE_POINTS = 300
 
 
 @attrs.frozen
@@ -63,121 +41,6 @@ class ReportFiles:
     markdown: Path
     html: Path
     pngs: tuple[Path, ...] = ()
-
-
-@attrs.frozen
-class ReportData:
-    """Everything the three renderings show."""
-
-    title: str
-    metric: str
-    direction: Direction
-    curve_metric: str
-    generated_at: float
-    counts: dict[str, int]
-    entries: list[Entry]  # the whole leaderboard, best first
-    top: int
-    base_value: float | None
-    base_sigma: float | None
-    promotions: list[Promotion]
-    main_line: list[tuple[float, float]]  # (time, main's value) through the promotions
-    curves: list[tuple[str, str, list[tuple[float, float]]]]
-    segments: list[Segment]
-    slot_use: list[SlotUse]
-    overall_use: float
-    anomalies: list[Anomaly]
-    saved_seconds: float
-
-
-def _anomalies(experiments: Sequence[Experiment], given: Sequence[Anomaly]) -> list[Anomaly]:
-    seen = {(a.experiment_id, a.flag) for a in given}
-    out = list(given)
-    for e in experiments:
-        for text in e.flags:
-            flag, reason = parse_flag(text)
-            if flag in BLOCKING and (e.id, flag) not in seen:
-                seen.add((e.id, flag))
-                out.append(Anomaly(e.id, flag, reason or e.reason or "flagged by the orchestrator"))
-    return out
-
-
-def _curves(
-    experiments: Sequence[Experiment], entries: Sequence[Entry], metrics: Any, name: str,
-    max_curves: int,
-) -> list[tuple[str, str, list[tuple[float, float]]]]:
-    if metrics is None or max_curves < 1:
-        return []
-    baselines = sorted((e for e in experiments if e.role == "baseline" and e.history),
-                       key=lambda e: e.history[-1].at)[-20:]
-    chosen = [e.experiment_id for e in entries[: max_curves - 1]]
-    ids = chosen + [e.id for e in baselines]
-    found = curves_from(metrics, ids, [name])
-    out: list[tuple[str, str, list[tuple[float, float]]]] = []
-    base_curves = [found[e.id][name] for e in baselines if name in found.get(e.id, {})]
-    if base_curves:
-        steps = sorted({s for c in base_curves for s in downsample(c, CURVE_POINTS).steps})
-        ref = reference(base_curves, steps)
-        out.append(("main (baseline median)", "#111827",
-                    [(s, v) for s, v in zip(steps, ref, strict=True) if v is not None]))
-    titles = {e.experiment_id: e.title for e in entries}
-    for i, exp_id in enumerate(chosen):
-        curve: Curve | None = found.get(exp_id, {}).get(name)
-        if curve is None:
-            continue
-        small = downsample(curve, CURVE_POINTS)
-        label = f"{exp_id}: {titles.get(exp_id, '')}"[:80]
-        out.append((label, svg.PALETTE[i % len(svg.PALETTE)],
-                    list(zip(small.steps, small.values, strict=True))))
-    return out
-
-
-def collect(
-    experiments: Sequence[Experiment],
-    metrics: Any = None,
-    *,
-    metric: str = "val_bpb",
-    direction: Direction = Direction.MINIMIZE,
-    curve_metric: str = "train_loss",
-    title: str = "autolab report",
-    promotions: Sequence[Promotion] | None = None,
-    anomalies: Sequence[Anomaly] = (),
-    top: int = 50,
-    max_curves: int = 12,
-    now: float | None = None,
-) -> ReportData:
-    """The numbers of the report (no files written)."""
-    now = time.time() if now is None else now
-    experiments = list(experiments)
-    entries = leaderboard(experiments, direction)
-    proms = list(promotions) if promotions is not None else promotions_from(experiments, direction)
-    first = min((e for e in experiments if e.role == "baseline" and e.result is not None),
-                key=lambda e: e.history[0].at if e.history else 0.0, default=None)
-    base0 = base_stats(experiments, first.base_key) if first else None
-    main_line: list[tuple[float, float]] = []
-    if base0 is not None and first is not None:
-        main_line.append((first.history[0].at if first.history else now, base0.mean))
-    main_line += [(p.at, p.value) for p in proms if p.value is not None]
-    latest = max((e for e in experiments if e.role == "baseline" and e.result is not None),
-                 key=lambda e: e.history[-1].at if e.history else 0.0, default=None)
-    base = base_stats(experiments, latest.base_key) if latest else None
-    segs = gantt_segments(experiments, now)
-    uses, overall = utilisation(segs)
-    if len(segs) > MAX_GANTT_BARS:
-        span = max(s.end for s in segs) - min(s.start for s in segs)
-        segs = merge_segments(segs, span / 1500)
-    return ReportData(
-        title=title, metric=metric, direction=direction, curve_metric=curve_metric,
-        generated_at=now,
-        counts=dict(Counter(e.status.value for e in experiments)),
-        entries=entries, top=top,
-        base_value=None if base is None else base.mean,
-        base_sigma=None if base is None else base.sigma,
-        promotions=proms, main_line=main_line,
-        curves=_curves(experiments, entries, metrics, curve_metric, max_curves),
-        segments=segs, slot_use=uses, overall_use=overall,
-        anomalies=_anomalies(experiments, anomalies),
-        saved_seconds=pruned_savings(experiments),
-    )
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -253,8 +116,8 @@ def _td(value: Any, num: bool = False, sort: float | None = None) -> str:
 def _leaderboard_html(d: ReportData) -> str:
     rows = []
     for i, e in enumerate(d.entries[: d.top], 1):
-        flags = " ".join(f'<span class="flag" title="{escape(r)}">{escape(f)}</span>'
-                         for f, r in map(parse_flag, e.flags))
+        flags = " ".join(f'<span class="flag" title="{escape(f.reason)}">{escape(f.kind)}</span>'
+                         for f in map(Flag.parse, e.flags))
         trust = "" if e.trusted else ' <span class="flag">untrusted</span>'
         rows.append(
             "<tr>" + _td(i, True, i) + _td(e.experiment_id) + _td(e.title)
@@ -389,7 +252,7 @@ def render_markdown(d: ReportData, pngs: Sequence[Path] = ()) -> str:
     for i, e in enumerate(d.entries[: d.top], 1):
         lines.append(f"| {i} | {_cell(e.experiment_id)} | {_cell(e.title)} | {_f(e.value, 6)} "
                      f"| {_effect(e)} | {e.n_seeds} | {e.status} | "
-                     f"{_cell(' '.join(parse_flag(f)[0] for f in e.flags))} |")
+                     f"{_cell(' '.join(Flag.parse(f).kind for f in e.flags))} |")
     if len(d.entries) > d.top:
         lines.append(f"\n({len(d.entries) - d.top} more candidates not shown.)")
     lines += ["", f"## Promotions ({len(d.promotions)})", ""]
@@ -411,13 +274,6 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def write_lab_report(lab: Any, out: Path, png: bool | None = None) -> list[Path]:
-    """The report of an ``autolab_core.lab.Lab`` (see :mod:`autolab.reporting.lab`)."""
-    from autolab.reporting.lab import write_lab_report as write
-
-    return write(lab, out, png)
 
 
 def build_report(

@@ -3,14 +3,19 @@
 API::
 
     status_from_experiments(experiments, *, metric, direction, latest=None, budget=None,
-                            anomalies=(), now=None, queue_rows=10, metric_columns=4) -> Group
-    status_renderable(lab_or_experiments, **same keywords) -> Group   # a Lab: all from disk
+                            anomalies=(), now=None, queue_rows=10, metric_columns=4,
+                            promotion=None) -> Group
+    with_wait_reason(experiment, job_state) -> Experiment   # for the run loop, after a poll
 
 ``latest`` is ``{experiment_id: {name: (step, value, wall_time)}}`` (see
 :func:`autolab.reporting.curves.latest_metrics`), or anything ``latest_metrics`` accepts (a
 pyarrow table, MetricPoints, a metric store); only running experiments are looked up.
 ``budget`` is a :class:`BudgetUsage`. ``anomalies`` defaults to the blocking flags the
-experiments carry. Print it with ``rich.console.Console().print(...)``.
+experiments carry. ``promotion`` is the lab's ``[promotion]`` table (the best-so-far line uses
+the gate's statistics, see :func:`.summary.leaderboard`). A waiting or running experiment's
+``reason`` (e.g. the backend's pending reason, or why it is being stopped) is shown next to it.
+Print it with ``rich.console.Console().print(...)``; :func:`autolab.reporting.lab.lab_status`
+builds it for a lab on disk.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from typing import Any
 
 import attrs
 
-from autolab.reporting.anomalies import BLOCKING, Anomaly, parse_flag
+from autolab.reporting.anomalies import Anomaly
 from autolab.reporting.curves import latest_metrics
-from autolab.reporting.summary import leaderboard
-from autolab_core.models import Direction, Experiment, ExperimentStatus
+from autolab.reporting.summary import id_key, leaderboard
+from autolab_core.config import PromotionSection
+from autolab_core.models import Direction, Experiment, ExperimentStatus, JobState, JobStatus
+from autolab_core.vocab import Flag
 
 
 @attrs.frozen
@@ -67,6 +74,24 @@ class BudgetUsage:
         ]
 
 
+def with_wait_reason(experiment: Experiment, job_state: JobState) -> Experiment:
+    """``experiment`` as the live views should show it after a poll of its job.
+
+    While the job is pending, ``reason`` carries the backend's pending reason (SLURM's
+    ``Priority`` or ``Resources``, a full queue); once it runs or ends, that wait reason is
+    cleared so it is never mistaken for why the job failed. A prune reason is kept.
+    """
+    reason = experiment.reason
+    if job_state.status is JobStatus.PENDING:
+        new = job_state.reason or reason
+    elif experiment.status is ExperimentStatus.SUBMITTED and reason and \
+            not reason.startswith("pruned"):
+        new = None
+    else:
+        return experiment
+    return experiment if new == reason else attrs.evolve(experiment, reason=new)
+
+
 def _elapsed(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)
@@ -75,16 +100,6 @@ def _elapsed(seconds: float) -> str:
 
 def _value(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else str(x)
-
-
-def status_renderable(source: Any, **kwargs: Any) -> Any:
-    """The status screen of a ``Lab`` (everything read from it) or of a list of experiments
-    (then ``metric`` and ``direction`` are required; see :func:`status_from_experiments`)."""
-    if hasattr(source, "load_experiments") and hasattr(source, "config"):
-        from autolab.reporting.lab import lab_status
-
-        return lab_status(source, now=kwargs.get("now"))
-    return status_from_experiments(source, **kwargs)
 
 
 def status_from_experiments(
@@ -98,6 +113,7 @@ def status_from_experiments(
     now: float | None = None,
     queue_rows: int = 10,
     metric_columns: int = 4,
+    promotion: PromotionSection | None = None,
 ) -> Any:
     """The status screen as a ``rich.console.Group``."""
     from rich.console import Group
@@ -113,7 +129,7 @@ def status_from_experiments(
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no experiments yet"
     parts.append(Text(f"{len(experiments)} experiments: {summary}", style="bold"))
 
-    entries = leaderboard(experiments, direction)
+    entries = leaderboard(experiments, direction, promotion)
     if entries:
         b = entries[0]
         effect = "" if b.effect is None else (
@@ -129,23 +145,28 @@ def status_from_experiments(
     latest = latest or {}
     names = sorted({n for e in running for n in latest.get(e.id, {})})[:metric_columns]
     table = Table(title=f"running ({len(running)})", title_justify="left", expand=False)
-    for col in ("experiment", "hypothesis", "slot", "elapsed", "step", *names):
-        table.add_column(col, no_wrap=col != "hypothesis")
-    for e in sorted(running, key=lambda e: e.at(ExperimentStatus.STARTED) or 0.0):
+    notes = any(e.reason for e in running)
+    for col in ("experiment", "hypothesis", "slot", "elapsed", "step", *names,
+                *(("note",) if notes else ())):
+        table.add_column(col, no_wrap=col not in ("hypothesis", "note"))
+    for e in sorted(running, key=lambda e: (e.at(ExperimentStatus.STARTED) or 0.0, id_key(e.id))):
         vals = latest.get(e.id, {})
         step = max((v[0] for v in vals.values()), default=None)
         started = e.at(ExperimentStatus.STARTED) or now
         table.add_row(e.id, e.hypothesis.title[:40], e.slot or "-", _elapsed(now - started),
                       "-" if step is None else str(step),
-                      *[_value(vals[n][1]) if n in vals else "-" for n in names])
+                      *[_value(vals[n][1]) if n in vals else "-" for n in names],
+                      *((e.reason or "",) if notes else ()))
     parts.append(table)
 
     queue = Table(title=f"queue ({len(waiting)})", title_justify="left")
-    for col in ("experiment", "hypothesis", "role", "status", "waiting"):
+    for col in ("experiment", "hypothesis", "role", "status", "waiting", "why"):
         queue.add_column(col)
-    for e in sorted(waiting, key=lambda e: e.history[0].at if e.history else 0.0)[:queue_rows]:
+    for e in sorted(waiting, key=lambda e: (e.history[0].at if e.history else 0.0,
+                                            id_key(e.id)))[:queue_rows]:
         since = e.history[0].at if e.history else now
-        queue.add_row(e.id, e.hypothesis.title[:50], e.role, e.status.value, _elapsed(now - since))
+        queue.add_row(e.id, e.hypothesis.title[:50], e.role, e.status.value, _elapsed(now - since),
+                      e.reason or "-")
     if len(waiting) > queue_rows:
         queue.caption = f"... and {len(waiting) - queue_rows} more"
     parts.append(queue)
@@ -159,8 +180,8 @@ def status_from_experiments(
         parts.append(btable)
 
     if not anomalies:
-        anomalies = [Anomaly(e.id, flag, reason) for e in experiments for flag, reason in
-                     map(parse_flag, e.flags) if flag in BLOCKING]
+        anomalies = [Anomaly(e.id, f.kind, f.reason) for e in experiments
+                     for f in map(Flag.parse, e.flags) if f.blocking]
     if anomalies:
         atable = Table(title=f"anomalies ({len(anomalies)})", title_justify="left")
         for col in ("experiment", "flag", "reason"):

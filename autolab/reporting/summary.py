@@ -2,32 +2,40 @@
 
 API::
 
-    base_stats(experiments, base_key=None) -> BaseStats | None
-    leaderboard(experiments, direction) -> list[Entry]         # best effect first
+    main_value(experiments, code) -> float | None              # the gate's main score
+    leaderboard(experiments, direction, promotion=None) -> list[Entry]  # best effect first
+    run_summary(experiments, direction, since=None, ids=None, top=10, max_rows=40)
+        -> RunSummary                                           # the end of `autolab run`
+    id_key(experiment_id) -> tuple                              # numeric order: 0042 < 10000
     promotions_from(experiments, direction) -> list[Promotion]  # flag "promoted[:<commit>]"
     gantt_segments(experiments, now) -> list[Segment]
     merge_segments(segments, resolution_s) -> list[Segment]     # for 10,000 experiments
     utilisation(segments) -> (list[SlotUse], overall fraction)
     pruned_savings(experiments) -> float                        # seconds saved by pruning
 
-Effect and uncertainty: a candidate's value is the mean over its seeds (itself plus its
-``confirm`` runs); the base is the mean of the baseline runs of the same base (``Experiment.base_key``) (no
-effect is shown when none ran on it). ``effect = direction.improvement(value, base)`` (positive is
-better) and ``uncertainty`` is one standard error of that difference,
-``sqrt(sb^2/nb + sc^2/nc)``, where a single-seed candidate is assumed as noisy as the base.
-When the noise gate has judged a candidate (``Experiment.effect`` / ``effect_err``), its numbers
-are shown instead, so the report agrees with the promotion decisions.
+Effect and uncertainty come from the noise gate's own model (:mod:`autolab.gate`), so the
+leaderboard and the promotion decisions never disagree: a candidate's runs are
+``gate.runs_of`` (itself and its finished confirmation seeds), main's are ``gate.main_runs`` on
+the candidate's base code, the noise is ``gate.pooled_sigma`` (floored at ``[promotion]
+min_sigma``) and ``effect`` / ``uncertainty`` are ``gate.judge``'s ``effect`` / ``err``
+(``sigma * sqrt(1/n + 1/m)``; positive is better). No uncertainty is shown before any code has
+been run twice; no effect before main has a run on the candidate's base.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import attrs
 
+from autolab.reporting.gate_runs import GateRuns
+from autolab.run import gate
+from autolab_core.config import PromotionSection
 from autolab_core.models import Direction, Experiment, ExperimentStatus
+from autolab_core.vocab import Flag, Role, Verdict
 
 _OUTCOME = {
     ExperimentStatus.FINISHED: "finished",
@@ -37,37 +45,7 @@ _OUTCOME = {
     ExperimentStatus.REJECTED: "failed",
 }
 OUTCOMES = ("running", "finished", "pruned", "failed", "cancelled")
-
-
-def _stdev(values: Sequence[float]) -> float:
-    """Sample standard deviation (0 for fewer than two values); fast, floats only."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean = math.fsum(values) / n
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-@attrs.frozen
-class BaseStats:
-    """Main's baseline results on one commit: their mean and sample standard deviation."""
-
-    values: tuple[float, ...]
-    commit: str | None = None
-    mean: float = attrs.field(init=False)
-    sigma: float = attrs.field(init=False)
-
-    @mean.default
-    def _mean(self) -> float:
-        return math.fsum(self.values) / len(self.values)
-
-    @sigma.default
-    def _sigma(self) -> float:
-        return _stdev(self.values)
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
+_DIGITS = re.compile(r"(\d+)")
 
 
 @attrs.frozen
@@ -134,60 +112,110 @@ def _result_value(e: Experiment) -> float | None:
     return e.result.value if e.result is not None and _finite(e.result.value) else None
 
 
-def base_stats(experiments: Iterable[Experiment], base_key: str | None = None
-               ) -> BaseStats | None:
-    """Results of main's baseline runs on ``base_key`` (None if none ran there; every
-    baseline when ``base_key`` is None)."""
-    runs = [(e.base_key, v) for e in experiments
-            if e.role == "baseline" and (v := _result_value(e)) is not None]
-    if base_key is not None:
-        same = tuple(v for c, v in runs if c == base_key)
-        return BaseStats(same, base_key) if same else None
-    return BaseStats(tuple(v for _, v in runs)) if runs else None
-
-
-def _bases_by_commit(experiments: Iterable[Experiment]) -> dict[str, BaseStats]:
-    by: dict[str, list[float]] = {}
-    for e in experiments:
-        if e.role == "baseline" and (v := _result_value(e)) is not None:
-            by.setdefault(e.base_key, []).append(v)
-    return {c: BaseStats(tuple(v), c) for c, v in by.items()}
+def main_value(experiments: Sequence[Experiment], code: str) -> float | None:
+    """Main's score when its code hashes to ``code``: the mean of the runs the gate measures it
+    with (``gate.main_runs``); None before any of them finished."""
+    values = gate.values(gate.main_runs(experiments, code))
+    return statistics.fmean(values) if values else None
 
 
 def outcome(e: Experiment) -> str:
     return _OUTCOME.get(e.status, "running")
 
 
-def leaderboard(experiments: Sequence[Experiment], direction: Direction) -> list[Entry]:
-    """Every candidate with a result, best effect first (then best value)."""
-    seeds: dict[str, list[float]] = {}
-    for e in experiments:
-        if e.role == "confirm" and e.parent and (v := _result_value(e)) is not None:
-            seeds.setdefault(e.parent, []).append(v)
-    bases = _bases_by_commit(experiments)
+def id_key(experiment_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders the numbers inside ids numerically (``0042`` < ``9999`` <
+    ``10000``; ``e00042`` < ``e10000``)."""
+    if experiment_id.isdigit():  # the lab's own ids
+        return ((0, int(experiment_id)),)
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in _DIGITS.split(experiment_id) if part)
+
+
+def leaderboard(experiments: Sequence[Experiment], direction: Direction,
+                promotion: PromotionSection | None = None) -> list[Entry]:
+    """Every candidate with a finished result, best effect first (then best value).
+
+    ``promotion`` is the lab's ``[promotion]`` table (its ``min_sigma`` floors the noise, as in
+    the gate); the defaults when None.
+    """
+    rules = promotion or PromotionSection()
+    sigma = gate.pooled_sigma(experiments, rules.min_sigma)
+    runs = GateRuns.of(experiments)
+    mains: dict[str, list[float]] = {}
     entries = []
     for e in experiments:
-        value = _result_value(e)
-        if e.role != "candidate" or value is None:
+        if e.role != Role.CANDIDATE:
             continue
-        values = (value, *seeds.get(e.id, ()))
+        values = tuple(gate.values(runs.of_candidate(e)))
+        if not values or not all(map(math.isfinite, values)):
+            continue  # nothing to rank (a NaN result carries its own flag)
+        code = e.base_code or ""
+        if code not in mains:
+            mains[code] = gate.values(runs.of_main(code))
+        main = mains[code]
         mean = math.fsum(values) / len(values)
-        base = bases.get(e.base_key)
         effect = unc = None
-        if e.effect is not None:  # the noise gate's own verdict wins: the numbers it acted on
-            effect, unc = e.effect, e.effect_err
-        elif base is not None:
-            effect = direction.improvement(mean, base.mean)
-            s_c = _stdev(values) if len(values) > 1 else base.sigma
-            unc = math.sqrt(base.sigma**2 / base.n + s_c**2 / len(values))
+        if main:
+            v = gate.judge(values, main, sigma or 0.0, direction, rules, screen=False)
+            effect, unc = v.effect, (v.err if sigma is not None else None)
         entries.append(Entry(
             e.id, e.hypothesis.title, e.verdict or e.status.value, mean, values, effect, unc,
-            None if base is None else base.mean, tuple(e.flags),
+            statistics.fmean(main) if main else None, tuple(e.flags),
             e.result.trusted if e.result else True, e.hypothesis.source, e.cost_usd,
         ))
     sign = 1 if direction is Direction.MINIMIZE else -1
-    entries.sort(key=lambda r: (r.effect is None, -(r.effect or 0.0), sign * r.value))
+    entries.sort(key=lambda r: (r.effect is None, -(r.effect or 0.0), sign * r.value,
+                                id_key(r.experiment_id)))
     return entries
+
+
+@attrs.frozen
+class RunSummary:
+    """What the end of ``autolab run`` shows: this session's experiments (the newest
+    ``max_rows`` of them, in id order), how many more there were, and the leaderboard's top."""
+
+    session: list[Experiment]
+    hidden: int
+    counts: dict[str, int]  # this session: "promoted", "failed", "rejected", "experiments"
+    promoted: list[Experiment]
+    top: list[Entry]
+    total: int  # experiments in the lab
+
+
+def run_summary(
+    experiments: Sequence[Experiment],
+    direction: Direction,
+    *,
+    since: float | None = None,
+    ids: Collection[str] | None = None,
+    top: int = 10,
+    max_rows: int = 40,
+    promotion: PromotionSection | None = None,
+) -> RunSummary:
+    """The bounded end-of-run summary.
+
+    This session's experiments are those with an event at or after ``since`` or whose id is in
+    ``ids`` (every experiment when both are None); confirmation seeds are counted with their
+    candidate, not listed. At most ``max_rows`` session rows and ``top`` leaderboard rows.
+    """
+    def in_session(e: Experiment) -> bool:
+        if since is None and ids is None:
+            return True
+        return (ids is not None and e.id in ids) or (
+            since is not None and any(ev.at >= since for ev in e.history))
+
+    mine = sorted((e for e in experiments if in_session(e)), key=lambda e: id_key(e.id))
+    listed = [e for e in mine if e.role != Role.CONFIRM]
+    shown = listed[-max_rows:] if max_rows > 0 else []
+    promoted = [e for e in mine if e.verdict == Verdict.PROMOTED]
+    counts = {
+        "experiments": len(mine), "promoted": len(promoted),
+        "failed": sum(1 for e in mine if e.status is ExperimentStatus.FAILED),
+        "rejected": sum(1 for e in mine if e.status is ExperimentStatus.REJECTED),
+    }
+    return RunSummary(shown, len(listed) - len(shown), counts, promoted[-max_rows:],
+                      leaderboard(experiments, direction, promotion)[:top], len(experiments))
 
 
 def promotions_from(experiments: Iterable[Experiment], direction: Direction) -> list[Promotion]:
@@ -195,13 +223,13 @@ def promotions_from(experiments: Iterable[Experiment], direction: Direction) -> 
     first."""
     out = []
     for e in experiments:
-        flag = next((f for f in e.flags if f == "promoted" or f.startswith("promoted:")), None)
-        if flag is None and e.verdict == "promoted":
-            flag = "promoted"
+        flag = next((f for f in map(Flag.parse, e.flags) if f.kind == Verdict.PROMOTED), None)
+        if flag is None and e.verdict == Verdict.PROMOTED:
+            flag = Flag(Verdict.PROMOTED)
         if flag is None:
             continue
         at = e.at(ExperimentStatus.FINISHED) or (e.history[-1].at if e.history else 0.0)
-        commit = flag.split(":", 1)[1] if ":" in flag else e.commit
+        commit = flag.reason or e.commit
         out.append(Promotion(e.id, at, e.hypothesis.title, _result_value(e), commit))
     return sorted(out, key=lambda p: p.at)
 
@@ -290,7 +318,7 @@ def pruned_savings(experiments: Sequence[Experiment]) -> float:
     """Seconds saved by pruning: the median finished candidate's run time minus each pruned
     run's, summed (0 when nothing finished yet)."""
     full = [d for e in experiments if e.status is ExperimentStatus.FINISHED
-            and e.role == "candidate" and (d := run_seconds(e, 0.0)) is not None]
+            and e.role == Role.CANDIDATE and (d := run_seconds(e, 0.0)) is not None]
     if not full:
         return 0.0
     typical = statistics.median(full)

@@ -18,25 +18,11 @@ from autolab.run.ledger import open_ledger
 from autolab.run.loop import RunLoop, RunOptions
 from autolab.run.proposals import Roles
 from autolab_core.errors import ConfigError, PluginError
-from autolab_core.interfaces import JobBackend, MetricStore, Plugin, PluginContext
+from autolab_core.interfaces import JobBackend, Plugin
 from autolab_core.lab import Lab
-from autolab_core.plugins import PluginManager, get_plugin_manager
+from autolab_core.plugins import PluginManager, get_plugin_manager, lab_context, make_plugin, make_store
 
 Say = Callable[[str], None]
-
-
-def context_for(lab: Lab) -> PluginContext:
-    return PluginContext(lab_root=lab.root, state_dir=lab.state_dir, lab_name=lab.config.name)
-
-
-def make_plugin(pm: PluginManager, kind: str, name: str, options: dict[str, Any],
-                context: PluginContext) -> Any:
-    """An instance of plugin ``name`` of ``kind``, or a clear error when it cannot run here."""
-    cls = pm.get(kind, name)
-    reason = cls.available()
-    if reason:
-        raise PluginError(f"{kind.replace('_', ' ')} {name!r} cannot run here: {reason}")
-    return cls(options, context)
 
 
 def _takes_workers(cls: type[Plugin]) -> bool:
@@ -56,18 +42,8 @@ def make_backend(lab: Lab, pm: PluginManager, workers: int | None = None,
     options = lab.config.backend_table(name)
     if workers is not None and _takes_workers(pm.get("backend", name)):
         options["workers"] = workers
-    backend: JobBackend = make_plugin(pm, "backend", name, options, context_for(lab))
+    backend: JobBackend = make_plugin(pm, "backend", name, options, lab_context(lab))
     return backend
-
-
-def make_store(lab: Lab, pm: PluginManager) -> MetricStore:
-    """The configured metric store (``[metrics] store``)."""
-    name = lab.config.metric_store
-    store: MetricStore = make_plugin(
-        pm, "metric_store", name, dict(lab.config.metric_store_options.get(name, {})),
-        context_for(lab),
-    )
-    return store
 
 
 def make_roles(lab: Lab, pm: PluginManager, strategy: str | None = None
@@ -91,7 +67,7 @@ def make_roles(lab: Lab, pm: PluginManager, strategy: str | None = None
         raise ConfigError("[search] strategy = 'llm' needs an [llm] table naming a provider")
     from autolab.agents.llm_roles import build_llm_roles
 
-    researcher, worker = build_llm_roles(lab, pm, context_for(lab))
+    researcher, worker = build_llm_roles(lab, pm, lab_context(lab))
     return researcher, worker, (knobs, knobs)
 
 
@@ -110,7 +86,7 @@ def build_loop(
         raise PluginError(f"backend {backend.name!r} cannot run: {problem}")
     store = make_store(lab, pm)
     proposer, writer, fallback = make_roles(lab, pm, strategy)
-    from autolab.reporter import Reporter
+    from autolab.reporting.review import Reporter
 
     ledger = open_ledger(lab, say, pm)
     jobs = Jobs(ledger, backend, store, reporter=Reporter.from_config(lab.config, store))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 
 from autolab.reporting import anomalies as an
@@ -139,26 +140,70 @@ def test_crashes_are_classified(state: JobState, log: str, flag: str | None) -> 
         assert "ValueError: shapes do not match" in found.reason and "exit code 1" in found.reason
 
 
-def test_implausible_metric_when_loss_is_unchanged() -> None:
-    base_values = [1.000, 1.002, 0.998]
-    same_loss = loss_curve(scale=1.001)
-    cheat = experiment(result=0.90, status=ExperimentStatus.FINISHED, trusted=False)
-    found = an.check_implausible(cheat, base_values, Direction.MINIMIZE, same_loss, BASELINES,
-                                 OPTS)
+MAIN = an.TrustedMain((1.000, 1.002, 0.998))
+
+
+def test_implausible_win_is_judged_on_trusted_numbers_only() -> None:
+    cheat = experiment(result=0.40, status=ExperimentStatus.FINISHED)
+    found = an.check_implausible(cheat, MAIN, Direction.MINIMIZE, OPTS)
     assert found is not None and found.flag == "implausible_metric"
-    assert "50 sigma" in found.reason and "rescale" in found.reason and "own output" in found.reason
-    real_gain = loss_curve(scale=0.95)  # the loss really is lower: a real improvement
-    assert an.check_implausible(cheat, base_values, Direction.MINIMIZE, real_gain, BASELINES,
-                                OPTS) is None
-    modest = experiment(result=0.996, status=ExperimentStatus.FINISHED)  # 2 sigma: plausible
-    assert an.check_implausible(modest, base_values, Direction.MINIMIZE, same_loss, BASELINES,
-                                OPTS) is None
+    assert "300 sigma" in found.reason and "60.0% of main" in found.reason
+    assert "protected evaluation" in found.reason
+    # the same number printed by the program itself is not the rule's to judge
+    printed = experiment(result=0.40, status=ExperimentStatus.FINISHED, trusted=False)
+    assert an.check_implausible(printed, MAIN, Direction.MINIMIZE, OPTS) is None
+    modest = experiment(result=0.996, status=ExperimentStatus.FINISHED)  # 2 sigma
+    assert an.check_implausible(modest, MAIN, Direction.MINIMIZE, OPTS) is None
+    big_real = experiment(result=0.80, status=ExperimentStatus.FINISHED)  # 100 sigma, 20%
+    assert an.check_implausible(big_real, MAIN, Direction.MINIMIZE, OPTS) is None
     worse = experiment(result=1.1, status=ExperimentStatus.FINISHED)
-    assert an.check_implausible(worse, base_values, Direction.MINIMIZE, same_loss, BASELINES,
-                                OPTS) is None
-    up = experiment(result=1.1, status=ExperimentStatus.FINISHED)  # maximize: 1.1 is far better
-    assert an.check_implausible(up, base_values, Direction.MAXIMIZE, same_loss, BASELINES,
-                                OPTS) is not None
+    assert an.check_implausible(worse, MAIN, Direction.MINIMIZE, OPTS) is None
+    up = experiment(result=1.6, status=ExperimentStatus.FINISHED)  # maximize: far better
+    assert an.check_implausible(up, MAIN, Direction.MAXIMIZE, OPTS) is not None
+
+
+def test_implausible_limit_follows_the_best_promoted_improvement() -> None:
+    after_small_wins = an.TrustedMain(MAIN.values, best_gain=0.03)  # 3x 3% = 9% limit
+    jump = experiment(result=0.85, status=ExperimentStatus.FINISHED)  # 15%
+    found = an.check_implausible(jump, after_small_wins, Direction.MINIMIZE, OPTS)
+    assert found is not None and "3x the best promoted improvement (3.0%)" in found.reason
+    step = experiment(result=0.95, status=ExperimentStatus.FINISHED)  # 5%, 25 sigma
+    assert an.check_implausible(step, after_small_wins, Direction.MINIMIZE, OPTS) is None
+    noisy = an.TrustedMain(MAIN.values, sigma=0.05, best_gain=0.03)  # 15% is only 3 sigma
+    assert an.check_implausible(jump, noisy, Direction.MINIMIZE, OPTS) is None
+
+
+def test_attack_plausible_printed_loss_does_not_hide_an_implausible_trusted_win() -> None:
+    """A patch prints a training loss that falls like a real improvement (below the
+    baselines', not unchanged), while the protected evaluation's number is implausible: the
+    printed curve must not excuse it."""
+    crafted = {"train_loss": loss_curve(scale=0.7), "tok_per_s": flat(50_000.0)}
+    base = [{"train_loss": c, "tok_per_s": flat(50_000.0)} for c in BASELINES]
+    cheat = experiment(result=0.30, status=ExperimentStatus.FINISHED)
+    found = an.detect(cheat, crafted, base, options=OPTS, now=2000.0, main=MAIN)
+    assert [a.flag for a in found] == ["implausible_metric"]
+    assert an.needs_human(an.as_flag(a) for a in found)
+
+
+def _run(exp_id: str, role: str, value: float, code: str, *, trusted: bool = True,
+         parent: str | None = None, verdict: str | None = None, code_hash: str | None = None
+         ) -> Experiment:
+    e = experiment(exp_id, role, value, ExperimentStatus.FINISHED, trusted=trusted)
+    return attrs.evolve(e, base_code=code, parent=parent, verdict=verdict, code_hash=code_hash)
+
+
+def test_trusted_main_reads_the_gates_runs_and_skips_printed_numbers() -> None:
+    lab = [
+        _run("b1", "baseline", 1.00, "m0"), _run("b2", "baseline", 1.02, "m0"),
+        _run("b3", "baseline", 0.10, "m0", trusted=False),  # printed, not protected: ignored
+        _run("w", "candidate", 0.90, "m0", verdict="promoted", code_hash="m1"),  # -10%
+        _run("w2", "confirm", 0.92, "m0", parent="w", code_hash="m1"),
+        _run("c", "candidate", 0.5, "m1"),
+    ]
+    main = an.trusted_main(lab, lab[-1], Direction.MINIMIZE)
+    assert main.values == (0.90, 0.92)  # main's code m1 was measured by the promoted runs
+    assert main.best_gain == pytest.approx(1 - 0.91 / 1.01)
+    assert main.sigma == pytest.approx(math.sqrt((0.0002 + 0.0002) / 2))  # the gate's pooled
 
 
 def test_detect_combines_checks_and_spares_baselines() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from autolab.reporting.curves import Curve
-from autolab.reporting.early_stopping import compute_saved, decide
+from autolab.reporting.early_stopping import decide
 from autolab.reporting.options import ReporterOptions
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
 
@@ -84,11 +84,3 @@ def test_successive_halving_keeps_the_top_third_at_each_rung() -> None:
     assert decide(running(), loss(0.65, upto=150), two, opts) is None  # fewer than eta runs
     custom = ReporterOptions(early_stopping="halving", halving_rungs=[50, 500], min_steps=10)
     assert "rung 50" in decide(running(), loss(0.65, upto=120), peers, custom).reason
-
-
-def test_compute_saved_sums_steps_and_seconds() -> None:
-    a = decide(running("a"), loss(0.5, upto=300), PEERS, MEDIAN)
-    b = decide(running("b"), loss(0.6, upto=500, pace=1.0), PEERS, MEDIAN)
-    steps, seconds = compute_saved([a, b])
-    assert steps == 700 + 500
-    assert seconds == pytest.approx(350.0 + 500.0)

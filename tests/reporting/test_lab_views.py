@@ -9,10 +9,11 @@ from pathlib import Path
 
 import attrs
 from click.testing import CliRunner
+from rich.console import Console
 
 from autolab.cli import main
 from autolab.metrics.parquet_store import ParquetMetricStore
-from autolab.reporting.lab import budget_usage, llm_spend
+from autolab.reporting.lab import budget_usage, lab_status, llm_spend, write_lab_report
 from autolab.reporting.synthetic import synthetic_curve, synthetic_lab
 from autolab_core.lab import Lab
 from autolab_core.models import ExperimentStatus, StatusEvent
@@ -82,3 +83,27 @@ def test_budget_usage_and_llm_spend(tmp_path: Path) -> None:
     assert usage.llm_usd == llm_spend(lab.state_dir / "conversations") == 0.75
     assert usage.experiments == sum(1 for e in experiments if e.role == "candidate")
     assert usage.experiments_limit == 50 and usage.seconds > 3600
+
+
+def test_lab_views_take_the_store_from_the_caller(tmp_path: Path) -> None:
+    """Without a store the pages still render (no live metrics, no curves); with one, the
+    caller's store is read and left open for the caller to close."""
+    lab = make_lab(tmp_path / "lab")
+    out = Console(record=True, width=200, color_system=None)
+    out.print(lab_status(lab))
+    text = out.export_text()
+    assert "running (2)" in text and "train_loss" not in text
+    store = ParquetMetricStore({}, make_context(lab.root, "toy"))
+    out.print(lab_status(lab, store))
+    assert "train_loss" in out.export_text()
+    paths = write_lab_report(lab, tmp_path / "r", store, png=False)
+
+    def curves(html: str) -> str:
+        return html[html.index('id="curves"'):html.index('id="gantt"')]
+
+    assert "<polyline" in curves((tmp_path / "r" / "report.html").read_text())
+    assert store.query(None, ["train_loss"]).num_rows > 0  # still open
+    store.close()
+    bare = write_lab_report(lab, tmp_path / "bare", None, png=False)
+    assert [p.name for p in bare] == [p.name for p in paths] == ["report.md", "report.html"]
+    assert "<polyline" not in curves((tmp_path / "bare" / "report.html").read_text())

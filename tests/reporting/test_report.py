@@ -11,7 +11,8 @@ import pytest
 
 from autolab.metrics.parquet_store import ParquetMetricStore
 from autolab.reporting.anomalies import Anomaly
-from autolab.reporting.report import build_report, collect, render_html
+from autolab.reporting.report import build_report, render_html
+from autolab.reporting.report_data import collect
 from autolab.reporting.synthetic import synthetic_curve, synthetic_lab
 from autolab_core.testing import make_context
 

@@ -1,21 +1,28 @@
-"""Leaderboard effects, promotions, Gantt segments and utilisation on hand-checked numbers."""
+"""Leaderboard effects (the noise gate's statistics), the bounded end-of-run summary, numeric
+id order, promotions, Gantt segments and utilisation on hand-checked numbers."""
 
 from __future__ import annotations
 
 import math
-import statistics
 
+import attrs
 import pytest
 
+from autolab.run import gate
+from autolab.reporting.gate_runs import GateRuns
 from autolab.reporting.summary import (
-    base_stats,
     gantt_segments,
+    id_key,
     leaderboard,
+    main_value,
     merge_segments,
     promotions_from,
     pruned_savings,
+    run_summary,
     utilisation,
 )
+from autolab.reporting.synthetic import synthetic_lab
+from autolab_core.config import PromotionSection
 from autolab_core.models import (
     Direction,
     Experiment,
@@ -38,30 +45,79 @@ def exp(exp_id: str, value: float | None = None, role: str = "candidate", commit
     return e
 
 
-def test_effect_and_uncertainty_against_the_same_commits_baselines() -> None:
-    lab = [
-        exp("b1", 1.00, "baseline"), exp("b2", 1.02, "baseline"), exp("b3", 0.98, "baseline"),
-        exp("old", 5.0, "baseline", commit="c0"),  # another main: not this base
-        exp("a", 0.95), exp("a2", 0.97, "confirm", parent="a"),
-        exp("b", 1.01),
-        exp("orphan", 0.5, commit="c9"),  # no baseline ran on c9: no effect claimed
-        exp("crashed"),
-    ]
-    rows = leaderboard(lab, Direction.MINIMIZE)
-    assert [r.experiment_id for r in rows] == ["a", "b", "orphan"]
-    a = rows[0]
+def run(exp_id: str, value: float, role: str = "candidate", commit: str = "c1",
+        parent: str | None = None, verdict: str | None = None, code_hash: str | None = None
+        ) -> Experiment:
+    """A finished run on main's code ``code-<commit>``, as the loop records it."""
+    e = exp(exp_id, value, role, commit, parent, events=((S.FINISHED, 1.0),))
+    return attrs.evolve(e, base_code=f"code-{commit}", verdict=verdict, code_hash=code_hash)
+
+
+LAB = [
+    run("b1", 1.00, "baseline"), run("b2", 1.02, "baseline"), run("b3", 0.98, "baseline"),
+    run("old1", 5.0, "baseline", commit="c0"), run("old2", 5.1, "baseline", commit="c0"),
+    run("a", 0.95, verdict="promoted", code_hash="code-c2"), run("a2", 0.97, "confirm", parent="a"),
+    run("b", 1.01),
+    run("next", 0.90, commit="c2"),  # on the promoted code: main is measured by a's runs
+    run("orphan", 0.5, commit="c9"),  # nothing ran main's code c9: no effect claimed
+    exp("crashed"),
+    exp("running", 0.1),  # a result line but not finished: not ranked (as in the gate)
+]
+
+
+def test_leaderboard_effect_and_err_are_the_gates() -> None:
+    rules = PromotionSection(min_sigma=0.001)
+    rows = leaderboard(LAB, Direction.MINIMIZE, rules)
+    assert [r.experiment_id for r in rows] == ["next", "a", "b", "orphan"]
+    sigma = gate.pooled_sigma(LAB, rules.min_sigma)
+    assert sigma is not None
+    for row in rows[:3]:
+        cand = next(e for e in LAB if e.id == row.experiment_id)
+        v = gate.judge(gate.values(gate.runs_of(LAB, cand.id)),
+                       gate.values(gate.main_runs(LAB, cand.base_code or "")),
+                       sigma, Direction.MINIMIZE, rules, screen=False)
+        assert (row.effect, row.uncertainty) == (v.effect, v.err)  # one model, not two
+    a = rows[1]
     assert a.values == (0.95, 0.97) and a.value == pytest.approx(0.96)
+    pooled = math.sqrt((0.0008 + 0.005 + 0.0002) / 4)  # main c1, main c0, a and its seed
     assert a.effect == pytest.approx(1.00 - 0.96)
-    sb, sc = statistics.stdev([1.0, 1.02, 0.98]), statistics.stdev([0.95, 0.97])
-    assert a.uncertainty == pytest.approx(math.sqrt(sb**2 / 3 + sc**2 / 2))
-    b = rows[1]  # one seed: assumed as noisy as main
-    assert b.effect == pytest.approx(-0.01) and b.uncertainty == pytest.approx(
-        math.sqrt(sb**2 / 3 + sb**2 / 1))
-    assert rows[2].effect is None and rows[2].uncertainty is None
-    assert base_stats(lab, "c1").mean == pytest.approx(1.0)
-    assert base_stats(lab, "c9") is None
-    up = leaderboard(lab, Direction.MAXIMIZE)
+    assert a.uncertainty == pytest.approx(pooled * math.sqrt(1 / 2 + 1 / 3))
+    assert rows[0].effect == pytest.approx(0.96 - 0.90) and rows[0].base == pytest.approx(0.96)
+    assert rows[3].effect is None and rows[3].uncertainty is None
+    floored = leaderboard(LAB, Direction.MINIMIZE, PromotionSection(min_sigma=1.0))
+    assert floored[1].uncertainty == pytest.approx(math.sqrt(1 / 2 + 1 / 3))
+    assert main_value(LAB, "code-c1") == pytest.approx(1.0)
+    assert main_value(LAB, "code-c2") == pytest.approx(0.96)  # the promoted runs measure it
+    assert main_value(LAB, "code-c9") is None
+    up = leaderboard(LAB, Direction.MAXIMIZE)
     assert up[0].experiment_id == "b" and up[0].effect == pytest.approx(0.01)
+
+
+def test_no_uncertainty_before_any_code_ran_twice() -> None:
+    rows = leaderboard([run("b1", 1.0, "baseline"), run("x", 0.9)], Direction.MINIMIZE)
+    assert rows[0].effect == pytest.approx(0.1) and rows[0].uncertainty is None
+
+
+def test_ids_sort_numerically_at_any_count() -> None:
+    ids = ["10000", "0042", "9999", "0001", "100000", "e00010", "e9"]
+    assert sorted(ids, key=id_key) == ["0001", "0042", "9999", "10000", "100000", "e9", "e00010"]
+
+
+def test_end_of_run_summary_is_bounded_at_ten_thousand_experiments() -> None:
+    lab = synthetic_lab(10_000, slots=8, seed=3, id_format="{:04d}")
+    assert lab[-1].id == "10000"
+    since = lab[-300].history[0].at  # this session: the last few hundred experiments
+    s = run_summary(lab, Direction.MINIMIZE, since=since, top=10, max_rows=40)
+    assert len(s.session) == 40 and len(s.top) == 10 and s.total == 10_000
+    assert 250 <= s.hidden + len(s.session) <= 10_000 - 9_000
+    ids = [e.id for e in s.session]
+    assert ids == sorted(ids, key=id_key) and ids[-1] == "10000"
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+    whole = run_summary(lab, Direction.MINIMIZE)  # no session given: still bounded
+    assert len(whole.session) == 40 and whole.hidden > 9_000
+    by_ids = run_summary(lab, Direction.MINIMIZE, ids={"0042", "10000", "9999"})
+    assert [e.id for e in by_ids.session] == ["0042", "9999", "10000"]
+    assert by_ids.counts["experiments"] == 3
 
 
 def test_promotions_come_from_flags_in_time_order() -> None:
@@ -117,3 +173,15 @@ def test_pruned_savings_uses_the_typical_full_run() -> None:
     lab.append(exp("p", events=((S.STARTED, 0.0), (S.PRUNED, 30.0))))
     assert pruned_savings(lab) == pytest.approx(101.0 - 30.0)
     assert pruned_savings(lab[-1:]) == 0.0
+
+
+def test_indexed_gate_runs_are_exactly_the_gates() -> None:
+    lab = [*synthetic_lab(600, seed=2), *LAB]
+    runs = GateRuns.of(lab)
+    codes = {e.base_code or "" for e in lab} | {""}
+    assert len(codes) > 5
+    for code in codes:
+        assert runs.of_main(code) == gate.main_runs(lab, code)
+    for cand in lab:
+        if cand.role == "candidate":
+            assert runs.of_candidate(cand) == gate.runs_of(lab, cand.id)

@@ -1,4 +1,4 @@
-"""``review``: one orchestrator tick over a lab whose curves live in a real parquet store."""
+"""``review``: one run-loop tick over a lab whose curves live in a real parquet store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from autolab.metrics.parquet_store import ParquetMetricStore
 from autolab.reporting.options import ReporterOptions
-from autolab.reporting.reporter import review
+from autolab.reporting.review import review
 from autolab_core.models import (
     Experiment,
     ExperimentStatus,
@@ -25,7 +25,7 @@ S = ExperimentStatus
 def exp(exp_id: str, status: ExperimentStatus, role: str = "candidate",
         value: float | None = None, flags: tuple[str, ...] = ()) -> Experiment:
     e = Experiment(id=exp_id, hypothesis=Hypothesis(id="h", title=exp_id), base_commit="c1",
-                   branch="b", role=role, flags=flags,
+                   base_code="code1", branch="b", role=role, flags=flags,
                    result=None if value is None else Result("val_bpb", value))
     e = e.with_status(S.STARTED, at=0.0)
     return e if status is S.STARTED else e.with_status(status, at=1000.0)
@@ -53,7 +53,7 @@ def test_one_tick_flags_new_anomalies_and_prunes_laggards(tmp_path: Path) -> Non
         exp("known", S.STARTED, flags=("divergence",)),  # already flagged: not reported again
         exp("fast", S.STARTED),  # doing well: left alone
         exp("oom", S.FAILED),  # just ended
-        exp("cheat", S.FINISHED, value=0.5),  # just ended, implausible
+        exp("cheat", S.FINISHED, value=0.4),  # just ended, implausible (trusted result)
     ]
     for i in range(3):
         store.append(curve(f"base{i}", 1000, offset=i / 100))

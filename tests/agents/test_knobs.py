@@ -14,6 +14,7 @@ from autolab.agents.knobs import (
     command_overrides,
     compute_kind,
     find_knobs,
+    moves,
     resolve,
     set_knob,
 )
@@ -225,3 +226,8 @@ def test_a_stale_span_is_refused() -> None:
     knob = find_knobs({"t.py": "lr = 0.1\n"})[0]
     with pytest.raises(PatchError, match="changed since"):
         set_knob("lr = 0.25\n", knob, 0.2)
+
+
+def test_values_near_one_move_their_distance_to_one() -> None:
+    knob = find_knobs({"c.py": "beta2 = 0.99\nmomentum = 0.9\n"})[0]
+    assert [v for v, _ in moves(knob)] == [0.995, 0.98]

@@ -45,6 +45,11 @@ def moves(knob: Knob, narrow: int = 0) -> list[tuple[Any, str]]:
     elif isinstance(v, float):
         if v == 0.0:
             out.append((0.1, "0 -> 0.1"))
+        elif 0.5 <= v < 1.0:  # betas, momentum, EMA decay: move the distance to 1
+            factor = 2.0 ** (1.0 / (2**narrow))
+            gap = 1.0 - v
+            out += [(_round(1.0 - gap / factor), f"1-x /{factor:.3g}"),
+                    (_round(1.0 - gap * factor), f"1-x x{factor:.3g}")]
         else:
             factor = 2.0 ** (1.0 / (2**narrow))
             up, down = _round(v * factor), _round(v / factor)

@@ -43,7 +43,8 @@ COMPUTE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 NOT_EXPLORED = re.compile(
     r"^(seed|.*_seed|eval_.*|log_.*|.*_interval|wandb.*|.*_dir|.*_path|.*_file|device|dtype|"
     r"compile|backend|init_from|always_save_checkpoint|save_.*|.*checkpoint.*|verbose|debug|"
-    r"num_workers|dataset|data|resume|out|output|name|project|run_name|tag|tags)$", _I)
+    r"num_workers|dataset|data|resume|out|output|name|project|run_name|tag|tags|config|cfg|"
+    r"config_file|config_name|config_path)$", _I)
 
 
 def compute_kind(name: str) -> str:

@@ -197,7 +197,7 @@ def demo(directory: Path, workers: int, max_experiments: int | None, time_limit:
 
 @main.command(name="try", context_settings={"ignore_unknown_options": True})
 @LAB_OPTION
-@click.argument("changes", nargs=-1, required=True)
+@click.argument("changes", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--title", default=None, help="What the idea is, in words.")
 def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None) -> None:
     """Queue your own idea, e.g. `autolab try learning_rate=0.002 model.n_layer=4`.

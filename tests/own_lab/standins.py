@@ -17,6 +17,8 @@ memory: nothing is downloaded), in about a second on one core:
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 from pathlib import Path
 
@@ -356,3 +358,14 @@ def hydra_like(root: Path) -> Path:
     return _write(root, {"tiny_lm.py": TINY_LM, "train.py": HYDRA_TRAIN,
                          "conf/config.yaml": HYDRA_CONFIG, "conf/model/small.yaml": HYDRA_MODEL,
                          "README.md": "# a Hydra-style project (CPU stand-in)\n"})
+
+
+def scores(root: Path) -> list[dict[str, str]]:
+    """The rows of ``lab-records/scores.tsv`` on ``main``."""
+    text = subprocess.run(["git", "show", "main:lab-records/scores.tsv"], cwd=root,
+                          capture_output=True, text=True, check=True).stdout
+    return list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+
+
+def finished_candidates(root: Path) -> list[dict[str, str]]:
+    return [r for r in scores(root) if r["role"] == "candidate" and r["value"]]

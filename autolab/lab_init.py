@@ -118,7 +118,7 @@ def propose(root: Path, command: str | None = None, run_probe: bool = False,
     if entry and py_configs and _entry_runs_config(root, entry):
         editable = [py_configs[0]]  # nanoGPT: the config file's values win over the script's
     else:
-        editable = [p for p in [entry, *configs] if p]
+        editable = [entry or "train.py", *configs]  # train.py: a placeholder to edit
     files = {p: (root / p).read_text(errors="replace") for p in editable if (root / p).is_file()}
     knobs = tuple(find_knobs(files, editable, argv))
     result = probe(root, argv, probe_seconds) if run_probe else None

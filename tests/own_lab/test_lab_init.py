@@ -146,3 +146,19 @@ def test_why_skip_reads_names_and_contents(tmp_path: Path) -> None:
     assert why_skip(tmp_path, "cfg.py") == "contains what looks like a token or key"
     assert why_skip(tmp_path, "ok.py") is None
     assert why_skip(tmp_path, "mine.txt", ["s3cr3t-value-of-mine"]) is not None
+
+
+def test_an_empty_folder_gets_a_valid_template(tmp_path: Path) -> None:
+    said: list[str] = []
+    lab = init_lab(tmp_path, say=said.append)
+    assert lab.config.files.editable == ["train.py"]
+    assert "metrics: none recognised; set [metric] pattern in autolab.toml" in said
+
+
+def test_a_failing_probe_shows_its_last_lines(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("import torchvision_not_installed\n")
+    said: list[str] = []
+    init_lab(tmp_path, run_probe=True, probe_seconds=60, say=said.append)
+    text = "\n".join(said)
+    assert "probe: exited with code 1" in text
+    assert "ModuleNotFoundError: No module named 'torchvision_not_installed'" in text

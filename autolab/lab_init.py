@@ -11,6 +11,7 @@ so only files git would track are committed, and the report says what was skippe
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -52,17 +53,21 @@ class Proposal:
     metric: MetricGuess | None
     others: tuple[MetricGuess, ...] = ()
     probe: ProbeResult | None = None
+    alternatives: tuple[str, ...] = ()  # other config files the command could name
 
 
 def _files(root: Path, suffixes: tuple[str, ...], depth: int = 3) -> list[str]:
+    """Files under ``root`` (at most ``depth`` levels), skipping hidden, virtual-env and build
+    folders without walking into them."""
     out = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if (len(rel.parts) > depth or any(p in _SKIP_DIRS or p.startswith(".") for p in rel.parts)
-                or not path.is_file() or not path.name.endswith(suffixes)):
-            continue
-        out.append(rel.as_posix())
-    return out
+    for folder, dirs, names in os.walk(root):
+        rel_folder = Path(folder).relative_to(root)
+        level = len(rel_folder.parts)
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(".")
+                         and level + 1 < depth)
+        out += [(rel_folder / n).as_posix() for n in names
+                if n.endswith(suffixes) and not n.startswith(".")]
+    return sorted(out)
 
 
 def find_entry_point(root: Path) -> str | None:
@@ -97,6 +102,12 @@ def find_config_files(root: Path, entry: str | None) -> list[str]:
     return out
 
 
+def _config_rank(path: str) -> tuple[int, int, str]:
+    """Training configs first, small / CPU-friendly ones first among them."""
+    name = Path(path).name.lower()
+    return ("train" not in name, not re.search(r"tiny|small|char|debug|cpu|mini", name), path)
+
+
 def _entry_runs_config(root: Path, entry: str) -> bool:
     """True when the script execs a Python config file given on its command line (nanoGPT)."""
     text = (root / entry).read_text(errors="replace")
@@ -108,15 +119,17 @@ def propose(root: Path, command: str | None = None, run_probe: bool = False,
     """Look at ``root`` (and run the training once when ``run_probe``) and propose a config."""
     entry = find_entry_point(root)
     configs = find_config_files(root, entry)
-    py_configs = [c for c in configs if c.endswith(".py")]
+    py_configs = sorted((c for c in configs if c.endswith(".py")), key=_config_rank)
     if command:
         argv = tuple(shlex.split(command))
     elif entry and py_configs and _entry_runs_config(root, entry):
         argv = ("python", entry, py_configs[0])
     else:
         argv = ("python", entry or "train.py")
+    alternatives: list[str] = []
     if entry and py_configs and _entry_runs_config(root, entry):
         editable = [py_configs[0]]  # nanoGPT: the config file's values win over the script's
+        alternatives = py_configs[1:]
     else:
         editable = [entry or "train.py", *configs]  # train.py: a placeholder to edit
     files = {p: (root / p).read_text(errors="replace") for p in editable if (root / p).is_file()}
@@ -128,7 +141,7 @@ def propose(root: Path, command: str | None = None, run_probe: bool = False,
         guesses = [static] if static else []
     return Proposal(command=argv, entry=entry, editable=tuple(editable), knobs=knobs,
                     metric=guesses[0] if guesses else None, others=tuple(guesses[1:]),
-                    probe=result)
+                    probe=result, alternatives=tuple(alternatives))
 
 
 def _toml_str(text: str) -> str:
@@ -176,6 +189,9 @@ def render_config(root: Path, p: Proposal) -> str:
         lines.append(f"#   {knob.describe()}" + ("" if knob.explored else "  [not explored]"))
     if len(p.knobs) > 40:
         lines.append(f"#   ... and {len(p.knobs) - 40} more")
+    if p.alternatives:
+        lines.append("# Other config files (name one in [run] command and here instead): "
+                     + ", ".join(p.alternatives[:10]))
     lines += [f"editable = {json.dumps(list(p.editable))}", "protected = []", "",
               "[promotion]", "noise_runs = 3  # baseline seeds of main that measure the noise",
               "k_sigma = 2.0  # a win must beat main by more than k_sigma times that noise",

@@ -162,3 +162,14 @@ def test_a_failing_probe_shows_its_last_lines(tmp_path: Path) -> None:
     text = "\n".join(said)
     assert "probe: exited with code 1" in text
     assert "ModuleNotFoundError: No module named 'torchvision_not_installed'" in text
+
+
+def test_a_small_training_config_is_chosen_and_the_others_are_named(tmp_path: Path) -> None:
+    nanogpt_like(tmp_path)
+    (tmp_path / "config" / "eval_gpt2.py").write_text("batch_size = 8\n")
+    (tmp_path / "config" / "train_gpt2.py").write_text("batch_size = 12\n")
+    p = propose(tmp_path)
+    assert p.command == ("python", "train.py", "config/train_tiny.py")
+    assert p.alternatives == ("config/train_gpt2.py", "config/eval_gpt2.py")
+    assert "# Other config files (name one in [run] command and here instead): " \
+           "config/train_gpt2.py, config/eval_gpt2.py" in render_config(tmp_path, p)

@@ -42,17 +42,31 @@ def main() -> None:
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
-def init(directory: Path) -> None:
-    """Turn DIRECTORY (a folder or git repo) into a lab and commit autolab.toml."""
+@click.option("--probe", is_flag=True,
+              help="Run the training once (briefly) to propose the metric from what it prints.")
+@click.option("--probe-time", default="60s", show_default=True,
+              help="Stop the probe run after this long, e.g. 90s or 5m.")
+@click.option("--command", "command", default=None,
+              help='The training command, if not the one found (e.g. "python train.py --fast").')
+def init(directory: Path, probe: bool, probe_time: str, command: str | None) -> None:
+    """Look at DIRECTORY (your repository), propose a commented autolab.toml and commit it.
+
+    It finds the training entry point, its config files and their knobs; with --probe it runs
+    the training once and proposes the metric pattern from the printed lines. Files that look
+    like secrets, large files and what the probe wrote are never committed.
+    """
+    from autolab.lab_init import init_lab
+    from autolab_core.config import parse_duration
     from autolab_core.errors import AutolabError
-    from autolab_core.lab import Lab
 
     try:
-        lab = Lab.init(directory)
+        seconds = parse_duration(probe_time, "--probe-time")
+        lab = init_lab(directory, command=command, run_probe=probe, probe_seconds=seconds,
+                       say=click.echo)
     except AutolabError as exc:
         _fail(str(exc))
-    click.echo(f"lab ready at {lab.root} (main {lab.main_commit()[:12]}); edit autolab.toml, "
-               f"then: autolab run --lab {directory}")
+    click.echo(f"lab ready at {lab.root} (main {lab.main_commit()[:12]}); check autolab.toml, "
+               f"then: autolab run --lab {directory} -n 3")
 
 
 @main.command()
@@ -181,29 +195,30 @@ def demo(directory: Path, workers: int | None, max_experiments: int | None,
                f"every result.")
 
 
-@main.command(name="try")
+@main.command(name="try", context_settings={"ignore_unknown_options": True})
 @LAB_OPTION
-@click.argument("changes", nargs=-1, required=True)
+@click.argument("changes", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--title", default=None, help="What the idea is, in words.")
 def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None) -> None:
-    """Queue your own idea, e.g. `autolab try LR=0.003`; the next run picks it up."""
-    import ast
+    """Queue your own idea, e.g. `autolab try learning_rate=0.002 model.n_layer=4`.
+
+    Names are the knobs of the editable files: module-level names of any case, argparse
+    flags or their dest (--lr, lr), dotted config keys (model.n_layer), Class.field. The next
+    `autolab run` picks the idea up.
+    """
     import json
     import uuid
 
+    from autolab.try_idea import parse_changes
+    from autolab_core.errors import AutolabError
     from autolab_core.lab import Lab
     from autolab_core.models import Hypothesis, to_dict
 
-    parsed: dict[str, Any] = {}
-    for item in changes:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            _fail(f"{item!r}: write KNOB=VALUE, e.g. LR=0.003")
-        try:
-            parsed[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed[name] = value
-    lab = Lab(lab_dir)
+    try:
+        lab = Lab(lab_dir)
+        parsed = parse_changes(lab, changes)
+    except AutolabError as exc:
+        _fail(str(exc))
     h = Hypothesis(id=f"user-{uuid.uuid4().hex[:8]}", source="user", changes=parsed,
                    title=title or ", ".join(f"{k} -> {v!r}" for k, v in parsed.items()))
     with open(lab.state_dir / "inbox.jsonl", "a") as fh:

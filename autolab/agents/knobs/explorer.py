@@ -1,7 +1,8 @@
 """The knob explorer: the Researcher and Worker that need no LLM.
 
-It reads the editable files' top-level constants with :mod:`ast` (numbers, booleans, strings
-and tuples of them), proposes single-knob changes, and writes each as a one-line patch.
+It reads the knobs of the editable files (:mod:`autolab.agents.knobs.discover`: module-level
+assignments, argparse defaults, config-class fields, YAML / JSON / TOML values), proposes
+single-knob changes, and writes each as an in-place edit of the value's text.
 
 Moves: floats x2 and x1/2 (0.0 -> 0.1), ints +-1 when small and x2 / //2 otherwise, booleans
 flipped, strings to the other values named in a ``# choices: a, b, c`` comment (or quoted in
@@ -11,14 +12,15 @@ the line's comment). It adapts to what the lab has seen:
 - values already tried on the current code are skipped;
 - a knob whose both moves lost is retried with narrower steps (x sqrt 2, then x 2^(1/4)).
 
-Knobs that only buy compute (``STEPS``, ``EPOCHS``, ``TIME_BUDGET``...) and seeds are left
-alone by default, because a fixed step budget would make them "win" unfairly; list knobs in
-``[search] exclude`` to skip more, or ``[search] focus`` to try some first.
+Knobs that only buy compute (``STEPS``, ``max_iters``, ``EPOCHS``, ``TIME_BUDGET``...), seeds
+and settings (paths, logging, device) are left alone by default, because a fixed step budget
+would make more steps "win" unfairly; width, depth, batch and context knobs are tried last and
+carry a ``compute`` marker. List knobs in ``[search] exclude`` to skip more, or
+``[search] focus`` to try some first.
 """
 
 from __future__ import annotations
 
-import ast
 import math
 import random
 import re
@@ -28,104 +30,10 @@ from typing import Any
 import attrs
 
 from autolab.agents.base import LabDigest
+from autolab.agents.knobs.discover import find_knobs
+from autolab.agents.knobs.model import Knob, find, format_value, resolve, set_knob
 from autolab_core.errors import PatchError
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
-
-COMPUTE_KNOBS = re.compile(
-    r"^(N_)?(STEPS|NUM_STEPS|MAX_STEPS|TRAIN_STEPS|ITERS|MAX_ITERS|NUM_ITERS|EPOCHS|NUM_EPOCHS|"
-    r"TIME_BUDGET|MAX_TIME|TRAIN_TIME|TOTAL_BATCH_SIZE|EVAL_.*|SEED|.*_SEED)$"
-)
-_CHOICES = re.compile(r"choices?\s*[:=]\s*(.+)$", re.IGNORECASE)
-_QUOTED = re.compile(r"""["']([^"']+)["']""")
-
-Scalar = int | float | bool | str
-
-
-@attrs.frozen
-class Knob:
-    """A top-level constant: where its literal sits, and the values it may take."""
-
-    name: str
-    value: Any
-    file: str
-    line: int  # 1-based
-    col: int
-    end_line: int
-    end_col: int
-    choices: tuple[str, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        return type(self.value).__name__
-
-
-def _literal(node: ast.AST) -> Any:
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return None
-    if isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, tuple) and all(isinstance(v, bool | int | float | str) for v in value):
-        return value
-    return None
-
-
-def parse_knobs(source: str, file: str = "train.py") -> list[Knob]:
-    """The file's top-level UPPER_CASE constants with literal values, in file order."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise PatchError(f"{file} does not parse: {exc}") from None
-    lines = source.splitlines()
-    knobs = []
-    for node in tree.body:
-        target: ast.expr | None = None
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            target = node.target
-        if not isinstance(target, ast.Name) or not target.id.isupper():
-            continue
-        value_node = node.value
-        assert value_node is not None
-        value = _literal(value_node)
-        if value is None:
-            continue
-        comment = lines[node.lineno - 1].split("#", 1)[1] if "#" in lines[node.lineno - 1] else ""
-        choices: tuple[str, ...] = ()
-        if isinstance(value, str):
-            match = _CHOICES.search(comment)
-            found = (
-                [c.strip().strip("'\"") for c in re.split(r"[,|/]", match.group(1))]
-                if match else _QUOTED.findall(comment)
-            )
-            choices = tuple(dict.fromkeys(c for c in found if c))
-        knobs.append(Knob(
-            name=target.id, value=value, file=file, line=value_node.lineno,
-            col=value_node.col_offset, end_line=value_node.end_lineno or value_node.lineno,
-            end_col=value_node.end_col_offset or 0, choices=choices,
-        ))
-    return knobs
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, float):
-        text = f"{value:.6g}"
-        return text if any(c in text for c in ".en") else text + ".0"
-    return repr(value)
-
-
-def set_knob(source: str, knob: Knob, value: Any) -> str:
-    """``source`` with ``knob``'s literal replaced by ``value`` (one line changes)."""
-    lines = source.splitlines(keepends=True)
-    if knob.line != knob.end_line:
-        raise PatchError(f"{knob.name} spans several lines; the knob explorer edits one line")
-    line = lines[knob.line - 1]
-    encoded = line.encode()
-    new = encoded[: knob.col].decode() + format_value(value) + encoded[knob.end_col :].decode()
-    lines[knob.line - 1] = new
-    return "".join(lines)
 
 
 def moves(knob: Knob, narrow: int = 0) -> list[tuple[Any, str]]:
@@ -137,6 +45,11 @@ def moves(knob: Knob, narrow: int = 0) -> list[tuple[Any, str]]:
     elif isinstance(v, float):
         if v == 0.0:
             out.append((0.1, "0 -> 0.1"))
+        elif 0.5 <= v < 1.0:  # betas, momentum, EMA decay: move the distance to 1
+            factor = 2.0 ** (1.0 / (2**narrow))
+            gap = 1.0 - v
+            out += [(_round(1.0 - gap / factor), f"1-x /{factor:.3g}"),
+                    (_round(1.0 - gap * factor), f"1-x x{factor:.3g}")]
         else:
             factor = 2.0 ** (1.0 / (2**narrow))
             up, down = _round(v * factor), _round(v / factor)
@@ -163,27 +76,38 @@ def _changes_key(changes: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 @attrs.define
 class KnobExplorer:
-    """Proposes single-knob changes; implements both ``Proposer`` and ``PatchWriter``."""
+    """Proposes single-knob changes; implements both ``Proposer`` and ``PatchWriter``.
+
+    ``command`` is the lab's ``[run] command`` argv: knobs it overrides are not changed.
+    """
 
     editable: Sequence[str]
     exclude: Iterable[str] = ()
     focus: Sequence[str] = ()
     seed: int = 0
+    command: Sequence[str] = ()
     _rng: random.Random = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
+    def knobs_all(self, files: Mapping[str, str]) -> list[Knob]:
+        """Every knob of the editable files (what ``autolab try`` accepts)."""
+        return find_knobs(files, self.editable, self.command)
+
     def knobs(self, files: Mapping[str, str]) -> list[Knob]:
-        excluded = set(self.exclude)
-        out = []
-        for path in self.editable:
-            if path in files and path.endswith(".py"):
-                for knob in parse_knobs(files[path], path):
-                    if knob.name in excluded or COMPUTE_KNOBS.match(knob.name):
-                        continue
-                    out.append(knob)
-        return out
+        """The knobs the explorer moves: not compute-only (steps, epochs, time), not seeds or
+        settings such as paths and logging, not fixed by the command, not in ``exclude``."""
+        every = self.knobs_all(files)
+        excluded = {k.name for name in self.exclude if (k := _quiet_find(name, every))}
+        return [k for k in every if k.explored and k.name not in excluded]
+
+    def _focus_rank(self, knob: Knob, every: Sequence[Knob]) -> int | None:
+        for i, name in enumerate(self.focus):
+            hit = _quiet_find(name, every)
+            if hit is not None and hit.name == knob.name:
+                return i
+        return None
 
     def propose(self, digest: LabDigest, n: int) -> list[Hypothesis]:
         knobs = self.knobs(digest.files)
@@ -193,18 +117,19 @@ class KnobExplorer:
         ranked: list[tuple[float, Hypothesis]] = []
         for order, knob in enumerate(knobs):
             narrow = lost_both.get(knob.name, 0)
+            focus = self._focus_rank(knob, knobs)
             for value, label in moves(knob, narrow=min(narrow, 2)):
                 changes = {knob.name: value}
                 if _changes_key(changes) in tried:
                     continue
                 score = float(order)
                 direction = _direction(knob.value, value)
-                if knob.name in self.focus:
-                    score -= 1000 - self.focus.index(knob.name)
+                if focus is not None:
+                    score -= 1000 - focus
                 if won.get(knob.name) == direction:
                     score -= 500  # keep going in a direction that improved
-                if isinstance(knob.value, int) and not isinstance(knob.value, bool):
-                    score += 100  # architecture knobs change compute: try them last
+                if knob.compute or (isinstance(knob.value, int) and not isinstance(knob.value, bool)):
+                    score += 100  # architecture and batch knobs change compute: try them last
                 score += 10 * narrow + self._rng.random() * 0.1
                 ranked.append((score, Hypothesis(
                     id=f"knob-{knob.name}-{format_value(value)}",
@@ -221,16 +146,19 @@ class KnobExplorer:
             raise PatchError(f"hypothesis {hypothesis.title!r} names no knob to change")
         out: dict[str, str] = {}
         for name, value in hypothesis.changes.items():
-            knob = next((k for k in self.knobs_all(files) if k.name == name), None)
-            if knob is None:
-                raise PatchError(f"no top-level constant {name} in {', '.join(self.editable)}")
-            source = out.get(knob.file, files[knob.file])
-            out[knob.file] = set_knob(source, knob, value)
+            knob = resolve(name, self.knobs_all({**files, **out}))  # re-read: spans moved
+            if knob.set_by:
+                raise PatchError(f"{knob.name} is set by [run] command ({knob.set_by}), so an edit "
+                                 f"of {knob.file} would not change it; remove it from the command")
+            out[knob.file] = set_knob(out.get(knob.file, files[knob.file]), knob, value)
         return out
 
-    def knobs_all(self, files: Mapping[str, str]) -> list[Knob]:
-        return [k for p in self.editable if p in files and p.endswith(".py")
-                for k in parse_knobs(files[p], p)]
+
+def _quiet_find(name: str, knobs: Sequence[Knob]) -> Knob | None:
+    try:
+        return find(name, knobs)
+    except PatchError:
+        return None
 
 
 @attrs.define

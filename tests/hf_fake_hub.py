@@ -1,4 +1,4 @@
-"""A local stand-in for the Hugging Face Hub, for tests: NOT the Hub, a fake of its wire protocol.
+r"""A local stand-in for the Hugging Face Hub, for tests: NOT the Hub, a fake of its wire protocol.
 
 :class:`FakeHub` is an HTTP server on ``127.0.0.1`` (port 0, a daemon thread) that answers the
 requests ``huggingface_hub`` 2.x sends for Jobs and for the few repo operations autolab's
@@ -19,6 +19,23 @@ Endpoints (checked against huggingface_hub 2.4's ``hf_api.py``, ``_jobs_api.py``
   ``regular``: files travel base64 inside the commit), ``POST /api/{type}s/{repo}/commit/{rev}``
   (NDJSON), ``HEAD``/``GET /{type}s/{repo}/resolve/{rev}/{path}`` (``/{repo}/...`` for models)
 
+Jobs run in a *fresh* environment: a virtual environment without site-packages (so autolab
+and every package of this machine are missing), ``PIP_NO_INDEX=1`` and an unreachable index
+URL, and only the job's own environment and secrets. A job that needs anything the image would
+not have fails here as it would on the Hub.
+
+The stand-in is strict where the Hub is: a job spec with unknown keys, an unknown flavor, a
+label outside ``[A-Za-z0-9_-]`` or a volume that is not ``{type, source, mountPath}`` of a known
+repo is refused with 400/404; ``resolve`` serves only ``main`` or a commit the repo really had;
+``preupload`` asks for LFS above 10 MB (this stand-in cannot take LFS uploads); a job the test
+:meth:`FakeHub.forget`\ s answers 404, as a job the Hub no longer knows does.
+
+Also served: ``GET /api/{type}s/{repo}`` (repo info, with ``private``), ``GET
+/api/{type}s/{repo}/tree/{rev}[/path]`` (listing), ``deletedFile``/``deletedFolder`` commit
+lines and ``GET /api/jobs/{ns}/{id}/metrics``
+(SSE ``event: metric`` samples every 0.2 s while the job runs, 406 once it ended; GPU flavors
+report one GPU whose utilisation is a stand-in number).
+
 Every request must carry ``Authorization: Bearer <token>``; a missing or wrong token gets 401, so
 tests prove the token travels where it should. What the server received is kept in
 :attr:`FakeHub.jobs` (each job's JSON spec, secrets included) and :attr:`FakeHub.requests`.
@@ -36,6 +53,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,6 +88,33 @@ HARDWARE: list[dict[str, Any]] = [
     {"name": "h200x8", "prettyName": "8x Nvidia H200", "cpu": "184 vCPU", "ram": "2048 GB",
      "unitCostUSD": 0.666667, "accelerator": ("H200", "8", "1128 GB")},
 ]
+
+
+_BARE: Path | None = None
+_BARE_LOCK = threading.Lock()
+
+
+def bare_python_dir() -> Path:
+    """``bin`` of a virtual environment without site-packages: ``python`` there imports only the
+    standard library (no autolab, no huggingface_hub, no torch). Made once per test session."""
+    global _BARE
+    with _BARE_LOCK:
+        if _BARE is None:
+            root = Path(tempfile.mkdtemp(prefix="fake-hub-python-"))
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")],
+                           check=True, capture_output=True)
+            bindir = root / "venv" / "bin"
+            if not (bindir / "python").exists():
+                (bindir / "python").symlink_to(bindir / "python3")
+            _BARE = bindir
+        return _BARE
+
+
+_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
+_SPEC_KEYS = {"command", "arguments", "environment", "secrets", "flavor", "timeoutSeconds",
+              "labels", "volumes", "dockerImage", "spaceId", "attempts", "expose", "ssh",
+              "network", "resourceGroupId"}
+_VOLUME_TYPES = {"bucket", "model", "dataset", "space"}
 
 
 def iso(ts: float | None) -> str | None:
@@ -115,10 +160,12 @@ class FakeJob:
     # -- running -----------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
         env = {
-            "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin",
-                                     "/usr/bin", "/bin"]),
+            "PATH": os.pathsep.join([str(bare_python_dir()), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": str(self.dir), "TMPDIR": str(self.dir), "LANG": "C.UTF-8",
             "HF_HUB_DISABLE_TELEMETRY": "1", "JOB_ID": self.id,
+            # No package index: a job that tries to install from one fails.
+            "PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         }
         env.update({k: str(v) for k, v in (self.spec.get("environment") or {}).items()})
         env.update({k: str(v) for k, v in (self.spec.get("secrets") or {}).items()})
@@ -305,6 +352,7 @@ class FakeHub:
         self.jobs: dict[str, FakeJob] = {}
         self.requests: list[dict[str, Any]] = []
         self.repos: dict[tuple[str, str], dict[str, Any]] = {}
+        self.forgotten: set[str] = set()
         self._server: _Server | None = None
         self._stopping = threading.Event()
 
@@ -366,10 +414,16 @@ class FakeHub:
             if p[4] == "preupload" and method == "POST":
                 files = json.loads(body)["files"]
                 return h._send(200, {"files": [
-                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                    {"path": f["path"], "shouldIgnore": False, "oid": None,
+                     "uploadMode": "lfs" if f["size"] > 10 * 1024 * 1024 else "regular"}
                     for f in files]})
             if p[4] == "commit" and method == "POST":
                 return self._commit(h, repo, body)
+            if p[4] == "tree" and method == "GET":
+                return self._tree(h, repo, p[5], "/".join(p[6:]), dict(query))
+        if len(p) in (4, 6) and p[0] == "api" and p[1] in ("models", "datasets", "spaces") \
+                and method == "GET" and (len(p) == 4 or p[4] == "revision"):
+            return self._repo_info(h, (p[1][:-1], f"{p[2]}/{p[3]}"))
         if method in ("GET", "HEAD"):
             return self._resolve(h, method, p)
         return h._error(404, f"fake hub: no route for {method} /{'/'.join(p)}")
@@ -382,6 +436,9 @@ class FakeHub:
             return h._error(403, f"you cannot run or read jobs in namespace {p[0] if p else ''!r}")
         if len(p) == 1 and method == "POST":
             spec = json.loads(body)
+            problem = self._invalid_spec(spec)
+            if problem is not None:
+                return h._error(problem[0], problem[1])
             job = FakeJob(self, uuid.uuid4().hex[:24], spec)
             with self.lock:
                 self.jobs[job.id] = job
@@ -390,11 +447,11 @@ class FakeHub:
         if len(p) == 1 and method == "GET":
             labels = [v.split("=", 1) for k, v in query if k == "label"]
             stages = {v for k, v in query if k == "stage"}
-            found = [j.info() for j in list(self.jobs.values())
-                     if all((j.spec.get("labels") or {}).get(k) == v for k, v in labels)
+            found = [j.info() for j in list(self.jobs.values()) if j.id not in self.forgotten
+                     and all((j.spec.get("labels") or {}).get(k) == v for k, v in labels)
                      and (not stages or j.stage in stages)]
             return h._send(200, found)
-        job = self.jobs.get(p[1]) if len(p) >= 2 else None
+        job = self.jobs.get(p[1]) if len(p) >= 2 and p[1] not in self.forgotten else None
         if job is None:
             return h._error(404, f"Job {p[1] if len(p) > 1 else ''} not found")
         if len(p) == 2 and method == "GET":
@@ -404,7 +461,67 @@ class FakeHub:
             return h._send(200, {})
         if p[2:] == ["logs"] and method == "GET":
             return self._stream_logs(h, job)
+        if p[2:] == ["metrics"] and method == "GET":
+            return self._stream_metrics(h, job)
         return h._error(404, "fake hub: unknown job route")
+
+    def _invalid_spec(self, spec: dict[str, Any]) -> tuple[int, str] | None:
+        unknown = set(spec) - _SPEC_KEYS
+        if unknown:
+            return 400, f"unknown job spec keys: {sorted(unknown)}"
+        if not spec.get("command") or not (spec.get("dockerImage") or spec.get("spaceId")):
+            return 400, "a job needs a command and a dockerImage or spaceId"
+        if spec.get("flavor") not in {hw["name"] for hw in HARDWARE}:
+            return 400, f"unknown flavor {spec.get('flavor')!r}"
+        for key, value in (spec.get("labels") or {}).items():
+            if not _LABEL.match(key) or not _LABEL.match(str(value)):
+                return 400, f"label {key}={value} is invalid: use letters, digits, - and _"
+        for group in ("environment", "secrets"):
+            if any(not isinstance(v, str) for v in (spec.get(group) or {}).values()):
+                return 400, f"{group} values must be strings"
+        for vol in spec.get("volumes") or []:
+            if set(vol) - {"type", "source", "mountPath", "revision", "readOnly", "path"} or \
+                    vol.get("type") not in _VOLUME_TYPES or not str(vol.get("mountPath", "")) \
+                    .startswith("/") or "/" not in str(vol.get("source", "")):
+                return 400, f"invalid volume {vol}"
+            if vol["type"] != "bucket" and vol.get("readOnly") is False:
+                return 400, "repo volumes are read-only"
+            if vol["type"] != "bucket" and (vol["type"], vol["source"]) not in self.repos:
+                return 404, f"volume source {vol['type']} {vol['source']} not found"
+        return None
+
+    def forget(self, job_id: str) -> None:
+        """From now on the Hub answers 404 for this job (as for one it no longer knows)."""
+        self.forgotten.add(job_id)
+
+    def _stream_metrics(self, h: _Handler, job: FakeJob) -> None:
+        """SSE ``event: metric`` samples while the job runs (the real stream has no history)."""
+        if job.stage in TERMINAL:
+            return h._error(406, "Job is not running")
+        gpu = next(hw for hw in HARDWARE if hw["name"] == job.spec.get("flavor"))["accelerator"]
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.close_connection = True
+        n = 0
+        while job.stage not in TERMINAL and not self._stopping.is_set() and n < 50:
+            sample = {"cpu_usage_pct": 10, "cpu_millicores": 2000, "memory_used_bytes": 1 << 20,
+                      "memory_total_bytes": 1 << 34, "rx_bps": 0, "tx_bps": 0,
+                      "gpus": {} if gpu is None else {"882fa930": {
+                          "utilization": 40 + n % 3 * 10, "memory_used_bytes": 1 << 30,
+                          "memory_total_bytes": 1 << 34}}, "replica": "r1"}
+            data = f"event: metric\ndata: {json.dumps(sample)}\n\n".encode()
+            try:
+                h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                h.wfile.flush()
+            except OSError:
+                return
+            n += 1
+            time.sleep(0.2)
+        h.wfile.write(b"0\r\n\r\n")
+        h.wfile.flush()
 
     def _stream_logs(self, h: _Handler, job: FakeJob) -> None:
         """SSE, chunked: replay every line from the start, then follow until the job ends."""
@@ -447,7 +564,7 @@ class FakeHub:
                 return h._send(409, {"error": f"You already created this {repo_type} repo",
                                      "url": url})
             self.repos[(repo_type, repo_id)] = {
-                "files": {}, "sha": hashlib.sha1(repo_id.encode()).hexdigest(),
+                "files": {}, "sha": hashlib.sha1(repo_id.encode()).hexdigest(), "history": {},
                 "private": payload.get("visibility", "public") == "private"
                 or bool(payload.get("private")),
             }
@@ -463,10 +580,18 @@ class FakeHub:
                 if item["key"] == "file":
                     value = item["value"]
                     state["files"][value["path"]] = base64.b64decode(value["content"])
+                elif item["key"] == "deletedFile":
+                    if state["files"].pop(item["value"]["path"], None) is None:
+                        return h._error(404, f"{item['value']['path']} does not exist")
+                elif item["key"] == "deletedFolder":
+                    prefix = item["value"]["path"].rstrip("/") + "/"
+                    for path in [k for k in state["files"] if k.startswith(prefix)]:
+                        del state["files"][path]
                 elif item["key"] != "header":
                     return h._error(400, f"fake hub: commit key {item['key']!r} not supported")
             state["sha"] = hashlib.sha1(state["sha"].encode() + body).hexdigest()
             sha = state["sha"]
+            state["history"][sha] = dict(state["files"])
         prefix = "" if repo[0] == "model" else f"{repo[0]}s/"
         return h._send(200, {"commitUrl": f"{self.url}/{prefix}{repo[1]}/commit/{sha}",
                              "commitOid": sha, "success": True, "pullRequestUrl": None})
@@ -480,13 +605,50 @@ class FakeHub:
         state = self.repos.get((repo_type, f"{p[0]}/{p[1]}"))
         if state is None:
             return h._error(404, "Repository not found")
-        data = state["files"].get("/".join(p[4:]))
+        files = state["files"] if p[3] == "main" else state["history"].get(p[3])
+        if files is None:
+            return h._send(404, {"error": f"Invalid rev id: {p[3]}"},
+                           headers={"X-Error-Code": "RevisionNotFound"})
+        data = files.get("/".join(p[4:]))
         if data is None:
             return h._send(404, {"error": "Entry not found"},
                            headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": state["sha"]})
         etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         return h._send(200, raw=data, head=method == "HEAD",
                        headers={"X-Repo-Commit": state["sha"], "ETag": f'"{etag}"'})
+
+    def _repo_info(self, h: _Handler, repo: tuple[str, str]) -> None:
+        state = self.repos.get(repo)
+        if state is None:
+            return h._send(404, {"error": "Repository not found"},
+                           headers={"X-Error-Code": "RepoNotFound"})
+        return h._send(200, {"id": repo[1], "_id": hashlib.sha1(repo[1].encode()).hexdigest()[:24],
+                             "private": state["private"], "sha": state["sha"], "disabled": False,
+                             "gated": False, "siblings": [{"rfilename": k} for k in state["files"]]})
+
+    def _tree(self, h: _Handler, repo: tuple[str, str], rev: str, path: str,
+              query: dict[str, str]) -> None:
+        state = self.repos.get(repo)
+        if state is None:
+            return h._send(404, {"error": "Repository not found"},
+                           headers={"X-Error-Code": "RepoNotFound"})
+        prefix = path.rstrip("/") + "/" if path else ""
+        recursive = query.get("recursive", "False").lower() == "true"
+        entries: dict[str, dict[str, Any]] = {}
+        for name, data in sorted(state["files"].items()):
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            if "/" in rest and not recursive:
+                folder = prefix + rest.split("/")[0]
+                entries[folder] = {"type": "directory", "path": folder, "oid": "0" * 40}
+            else:
+                entries[name] = {"type": "file", "path": name, "size": len(data),
+                                 "oid": hashlib.sha1(data).hexdigest()}
+        if path and not entries:
+            return h._send(404, {"error": f"{path} not found"},
+                           headers={"X-Error-Code": "EntryNotFound"})
+        return h._send(200, list(entries.values()))
 
     # -- helpers for tests -------------------------------------------------------------------
     def file(self, repo_type: str, repo_id: str, path: str) -> bytes | None:

@@ -114,7 +114,7 @@ def test_job_with_code_completes_with_metrics_cost_and_no_token_leak(
     # The code went to a private dataset repo of the lab.
     repo_id = f"{hub.namespace}/autolab-lab-code"
     assert hub.repos[("dataset", repo_id)]["private"] is True
-    assert hub.file("dataset", repo_id, "experiments/exp-1.bundle")
+    assert hub.file("dataset", repo_id, "experiments/exp-1.tar.gz")
     # What the Hub received: the token only as a secret, never in command, env or labels.
     job = hub.jobs[handle.job_id]
     assert job.spec["secrets"]["HF_TOKEN"] == hub.token

@@ -89,7 +89,8 @@ def job_state(info: Any, *, time_limit_s: float | None, price: float | None) -> 
     """A :class:`JobState` from a ``JobInfo``; ``price`` is USD/hour of its flavor, if known."""
     running = running_seconds(info)
     status, reason, code = classify(info.status.stage, info.status.message, running, time_limit_s)
-    cost = None if price is None or running is None else billed_usd(price, running)
+    # A job that started is billed at least its first minute (the Hub rounds seconds down).
+    cost = None if price is None or running is None else billed_usd(price, max(running, 1.0))
     hardware = {"flavor": str(getattr(info.flavor, "value", info.flavor) or ""),
                 "image": str(info.docker_image or info.space_id or ""), "url": info.url}
     return JobState(

@@ -310,7 +310,7 @@ def make_hf_toy_lab(root: Path, hub: FakeHub, flavor: str, usd: float) -> Path:
     assert local in CONFIG
     config = CONFIG.replace(local, (
         f'[backend]\nname = "hf-jobs"\n\n[backend.hf-jobs]\nendpoint = "{hub.url}"\n'
-        f'flavor = "{flavor}"\nsetup = []\nsetup_timeout = "1m"\n'
+        f'flavor = "{flavor}"\nsetup_timeout = "1m"\n'
     )).replace("noise_runs = 3", "noise_runs = 2").replace("confirm_runs = 2", "confirm_runs = 1")
     Lab.init(root, config_text=config + f"\n[budget]\nusd = {usd}\n")
     return root

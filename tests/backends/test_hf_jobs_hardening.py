@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hf_fake_hub import FakeHub, bare_python_dir
 
 from autolab.backends import hf_code
 from autolab.backends.hf_jobs import HfJobsBackend
@@ -31,7 +32,6 @@ from autolab.run.budget import Budget, OverBudget, submit_within_budget
 from autolab_core.errors import BackendError, ConfigError
 from autolab_core.models import JobSpec, JobStatus
 from autolab_core.testing import make_context, read_all_logs, wait_for
-from hf_fake_hub import FakeHub, bare_python_dir
 
 WORKTREE = Path(__file__).resolve().parents[2]
 
@@ -358,9 +358,10 @@ def test_cancel_all_and_clean_commands(hub: FakeHub, tmp_path: Path) -> None:
     root = tmp_path / "lab"
     root.mkdir()
     (root / "train.py").write_text("print(1)\n")
-    Lab.init(root, config_text=(
-        '[lab]\nname = "lab"\n\n[run]\ncommand = "python train.py"\n\n[metric]\nname = "m"\nsource = "pattern"\npattern = "m=(\\\\S+)"\n\n'
-        f'[backend]\nname = "hf-jobs"\n\n[backend.hf-jobs]\nendpoint = "{hub.url}"\n'))
+    config = ('[lab]\nname = "lab"\n\n[run]\ncommand = "python train.py"\n\n[metric]\n'
+              'name = "m"\nsource = "pattern"\npattern = "m=(\\\\S+)"\n\n[backend]\n'
+              f'name = "hf-jobs"\n\n[backend.hf-jobs]\nendpoint = "{hub.url}"\n')
+    Lab.init(root, config_text=config)
     backend = make(hub, tmp_path)
     sleeping = [backend.submit(JobSpec(f"s{i}", ("python", "-c", "import time; time.sleep(60)"),
                                        str(tmp_path))) for i in range(2)]
@@ -373,3 +374,24 @@ def test_cancel_all_and_clean_commands(hub: FakeHub, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--all" in result.output
     result = CliRunner().invoke(clean, ["--lab", str(root), "--all"])
     assert result.exit_code == 0 and "deleted 0 code archive" in result.output, result.output
+
+
+def test_cost_is_shown_before_anything_is_submitted(hub: FakeHub, tmp_path: Path) -> None:
+    from autolab.commands.cost import cost
+    from autolab_core.lab import Lab
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    (root / "train.py").write_text("print(1)\n")
+    Lab.init(root, config_text=(
+        '[lab]\nname = "lab"\n\n[run]\ncommand = "python train.py"\ntime_limit = "45m"\n\n'
+        '[metric]\nname = "m"\nsource = "pattern"\npattern = "m=(\\\\S+)"\n\n[budget]\nusd = 5.5\n\n'
+        f'[backend]\nname = "hf-jobs"\n\n[backend.hf-jobs]\nendpoint = "{hub.url}"\n'
+        'flavor = "a10g-small"\n'))
+    result = CliRunner().invoke(cost, ["--lab", str(root)])
+    # a10g-small $1.00/h: 45 min + 15 min setup allowance = $1.00; $5.50 pays for 5.
+    assert result.exit_code == 0, result.output
+    assert "at most $1.00" in result.output and "at least 5 such job" in result.output
+    result = CliRunner().invoke(cost, ["--lab", str(root), "--flavor", "h200"])
+    assert "at most $5.00" in result.output, result.output
+    assert hub.jobs == {} and not hub.repos

@@ -96,12 +96,13 @@ _BARE_LOCK = threading.Lock()
 
 def bare_python_dir() -> Path:
     """``bin`` of a virtual environment without site-packages: ``python`` there imports only the
-    standard library (no autolab, no huggingface_hub, no torch). Made once per test session."""
+    standard library and pip (no autolab, no huggingface_hub, no torch), as in a bare image.
+    Made once per test session."""
     global _BARE
     with _BARE_LOCK:
         if _BARE is None:
             root = Path(tempfile.mkdtemp(prefix="fake-hub-python-"))
-            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")],
+            subprocess.run([sys.executable, "-m", "venv", str(root / "venv")],  # pip: offline
                            check=True, capture_output=True)
             bindir = root / "venv" / "bin"
             if not (bindir / "python").exists():
@@ -364,6 +365,7 @@ class FakeHub:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeHub:
+        bare_python_dir()  # made before any job, so its time never counts against one
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hub = self
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

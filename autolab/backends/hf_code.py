@@ -25,6 +25,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,30 @@ def make_archive(workdir: str, commit: str, dest: Path) -> Path:
             info.size, info.mtime, info.mode = len(content), int(mtime), 0o644
             out.addfile(info, io.BytesIO(content))
     return dest
+
+
+_INLINE = re.compile(r"(?m)^# /// script$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+
+
+def inline_requirements(workdir: str, commit: str, argv: Sequence[str]) -> list[str]:
+    """The ``dependencies`` of the inline script metadata (PEP 723, as ``uv run`` reads it) of
+    the first ``.py`` file in ``argv``, read from ``commit``; ``[]`` when there is none."""
+    script = next((a for a in argv if a.endswith(".py")), None)
+    if script is None or script.startswith("/"):
+        return []
+    proc = subprocess.run(["git", "-C", workdir, "show", f"{commit}:{script}"],
+                          capture_output=True, text=True, check=False)
+    match = _INLINE.search(proc.stdout) if proc.returncode == 0 else None
+    if match is None:
+        return []
+    content = "".join(line[2:] if line.startswith("# ") else line[1:]
+                      for line in match.group("content").splitlines(keepends=True))
+    try:
+        deps = tomllib.loads(content).get("dependencies", [])
+    except tomllib.TOMLDecodeError as exc:
+        raise BackendError(f"hf-jobs: the `# /// script` block of {script} is not valid TOML: "
+                           f"{exc}") from exc
+    return [str(d) for d in deps]
 
 
 def upload_code(api: Any, repo_id: str, workdir: str, commit: str, experiment_id: str) -> str:

@@ -14,6 +14,7 @@ imported lazily. Setup and usage: ``docs/hf-jobs.md``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -63,6 +64,7 @@ class HfJobsBackend(HfWatching, JobBackend):
         self._final_logs: dict[str, list[str]] = {}
         self._terminal: set[str] = set()
         self._missing: dict[str, int] = {}
+        self._metrics_sent: dict[str, int] = {}
 
     # -- availability ------------------------------------------------------------------------
     @classmethod
@@ -185,6 +187,14 @@ class HfJobsBackend(HfWatching, JobBackend):
             command[0] = self.opts.python  # the local interpreter's path means nothing there
         return command
 
+    @staticmethod
+    def _train_argv(spec: JobSpec) -> list[str]:
+        """The lab's training command: from the runner's spec, else the job's command."""
+        try:
+            return [str(a) for a in json.loads(spec.env.get("AUTOLAB_RUN_SPEC", "{}"))["train"]]
+        except (KeyError, TypeError, ValueError):
+            return list(spec.command)
+
     def _env_and_secrets(self, spec: JobSpec) -> tuple[dict[str, str], dict[str, str]]:
         token = self._get_token() or ""
         secrets = {"HF_TOKEN": token}
@@ -233,8 +243,10 @@ class HfJobsBackend(HfWatching, JobBackend):
         api, namespace, flavor = self.api(), self.namespace(), self.flavor(spec)
         self.price(flavor)  # an unknown flavor fails here, naming the ones on offer
         env, secrets = self._env_and_secrets(spec)  # fails on a missing secret before uploading
-        revision = None
+        revision, requirements = None, list(self.opts.requirements)
         if spec.commit is not None:
+            requirements += hf_code.inline_requirements(spec.workdir, spec.commit,
+                                                        self._train_argv(spec))
             self._ensure_repo()
             revision = hf_code.upload_code(api, self.code_repo(), spec.workdir, spec.commit,
                                            spec.experiment_id)
@@ -242,7 +254,7 @@ class HfJobsBackend(HfWatching, JobBackend):
             self._command(spec), setup=self.opts.setup, python=self.opts.python,
             time_limit_s=self._time_limit(spec), endpoint=api.endpoint,
             code_repo=self.code_repo() if revision else None, experiment_id=spec.experiment_id,
-            revision=revision or "main", commit=spec.commit, requirements=self.opts.requirements,
+            revision=revision or "main", commit=spec.commit, requirements=requirements,
             install_requirements_txt=self.opts.requirements_txt, artifacts=self.opts.artifacts,
             keep_token="HF_TOKEN" in self.opts.secrets,
         )

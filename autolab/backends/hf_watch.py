@@ -21,6 +21,7 @@ class HfWatching:
     _final_logs: dict[str, list[str]]
     _terminal: set[str]
     _missing: dict[str, int]
+    _metrics_sent: dict[str, int]
 
     def api(self) -> Any:
         raise NotImplementedError
@@ -72,13 +73,16 @@ class HfWatching:
         return {"gpu_util_mean": round(sum(g["gpu_util"] for g in gpus) / len(gpus), 1)}
 
     def system_metrics(self, handle: JobHandle) -> list[MetricPoint]:
-        """GPU utilisation and memory samples of the job so far (step = seconds since they
-        started being read), for the metric store: ``sys/gpu_util`` (%), ``sys/gpu_mem_gb``."""
+        """The job's GPU samples not returned before, for the metric store (step = seconds
+        since sampling started): ``sys/gpu_util`` (%, mean over GPUs), ``sys/gpu_mem_gb``."""
         follower = self._metrics.get(handle.job_id)
         if follower is None:
             return []
+        sent = self._metrics_sent.get(handle.job_id, 0)
+        samples = follower.samples[sent:]
+        self._metrics_sent[handle.job_id] = sent + len(samples)
         return [MetricPoint(handle.experiment_id, int(t), f"sys/{name}", value)
-                for t, sample in follower.samples for name, value in gpu_summary(sample).items()]
+                for t, sample in samples for name, value in gpu_summary(sample).items()]
 
     def _missing_state(self, job_id: str) -> JobState:
         """Unknown on the first 404, LOST (terminal) when the next poll confirms it."""

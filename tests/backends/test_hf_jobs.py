@@ -340,6 +340,12 @@ def test_autolab_run_end_to_end_on_hf_jobs(hub: FakeHub, tmp_path: Path) -> None
         assert job.spec["flavor"] == "a10g-small"
         assert hub.token not in json.dumps([job.spec["command"], job.spec["environment"]])
         assert exp.hardware.get("flavor") == "a10g-small"
+        script = job.spec["command"][2]  # nothing of autolab comes from a package index
+        assert "autolab[" not in script and "huggingface_hub" not in script
+        assert ".autolab-runtime" in script
+        assert exp.hardware["artifacts"].endswith(f"/artifacts/{exp.id}")
+        code_repo = f"{hub.namespace}/autolab-toy-code"
+        assert hub.file("dataset", code_repo, f"artifacts/{exp.id}/result.json") is not None
     assert Lab(root).scores()
 
 

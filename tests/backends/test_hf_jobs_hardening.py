@@ -133,10 +133,46 @@ def test_the_job_environment_has_no_autolab_and_no_index(hub: FakeHub, tmp_path:
     handle = backend.submit(JobSpec("bare", ("python", "-c", code), str(tmp_path)))
     assert wait_for(backend, handle, timeout=30).status is JobStatus.SUCCEEDED
     assert "no-autolab" in read_all_logs(backend, handle)
-    pip = backend.submit(JobSpec("pip", ("sh", "-c", "python -m pip --version || exit 9"),
-                                 str(tmp_path)))
-    assert wait_for(backend, pip, timeout=30).status is JobStatus.FAILED  # no pip, no index
+    pip = backend.submit(JobSpec("pip", ("python", "-m", "pip", "install", "attrs"),
+                                 str(tmp_path), time_limit_s=120))
+    assert wait_for(backend, pip, timeout=120).status is JobStatus.FAILED  # no package index
     assert (bare_python_dir() / "python").exists()
+
+
+def tiny_wheel(dest: Path, name: str) -> Path:
+    """A real, minimal wheel of a one-module package (installable with no index)."""
+    import zipfile
+
+    path = dest / f"{name}-1.0-py3-none-any.whl"
+    info = f"{name}-1.0.dist-info"
+    files = {f"{name}.py": f"WHO = {name!r}\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                              "Tag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{k},,\n" for k in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as whl:
+        for key, text in files.items():
+            whl.writestr(key, text)
+    return path
+
+
+def test_the_labs_declared_requirements_are_installed(hub: FakeHub, tmp_path: Path) -> None:
+    """requirements.txt, PEP 723 inline metadata and the option, each a local wheel."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    a, b, c = (tiny_wheel(wheels, n) for n in ("pkg_txt", "pkg_inline", "pkg_opt"))
+    train = ("# /// script\n# dependencies = [\n"
+             f"#   'pkg_inline @ {b.as_uri()}',\n# ]\n# ///\n"
+             "import pkg_inline, pkg_opt, pkg_txt\n"
+             "print('have', pkg_txt.WHO, pkg_inline.WHO, pkg_opt.WHO)\n")
+    repo, commit = make_repo(tmp_path, {"train.py": train, "requirements.txt": f"{a}\n"})
+    backend = make(hub, tmp_path, requirements=[str(c)])
+    handle = backend.submit(JobSpec("deps", ("python", "train.py"), str(repo), commit=commit,
+                                    time_limit_s=120))
+    state = wait_for(backend, handle, timeout=180)
+    text = read_all_logs(backend, handle)
+    assert state.status is JobStatus.SUCCEEDED, text
+    assert "have pkg_txt pkg_inline pkg_opt" in text
 
 
 def test_archive_holds_the_tree_and_the_runtime_but_no_history(tmp_path: Path) -> None:
@@ -256,6 +292,7 @@ def test_gpu_metrics_are_read_from_the_jobs_api(hub: FakeHub, tmp_path: Path) ->
     points = backend.system_metrics(handle)
     assert {p.name for p in points} == {"sys/gpu_util", "sys/gpu_mem_gb"}, points
     assert all(p.experiment_id == "g" for p in points)
+    assert backend.system_metrics(handle) == []  # each sample is handed over once
     assert 40 <= state.hardware["gpu_util_mean"] <= 60
 
 

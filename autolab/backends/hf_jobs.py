@@ -88,7 +88,10 @@ class HfJobsBackend(HfWatching, JobBackend):
         if self.opts.flavor not in flavors:
             return (f"[backend.hf-jobs] flavor {self.opts.flavor!r} is not offered; choose one "
                     f"of: {', '.join(sorted(flavors))}")
-        return None
+        try:
+            return hf_repo.public_problem(self.api(), self.code_repo())
+        except Exception as exc:
+            return self.scrub(f"cannot read the code repo {self.code_repo()}: {exc}")
 
     # -- plumbing ----------------------------------------------------------------------------
     def _get_token(self) -> str | None:

@@ -18,11 +18,23 @@ from autolab_core.errors import BackendError
 def ensure_private(api: Any, repo_id: str) -> None:
     """Create ``repo_id`` (a private dataset) if needed; refuse it if it is public."""
     api.create_repo(repo_id, repo_type="dataset", private=True, exist_ok=True)
-    info = api.repo_info(repo_id, repo_type="dataset")
-    if not getattr(info, "private", False):
-        raise BackendError(
-            f"hf-jobs: the code repo {repo_id} is PUBLIC, and experiment code would be readable by "
-            f"anyone. Make it private (https://huggingface.co/datasets/{repo_id}/settings) or set "
+    problem = public_problem(api, repo_id)
+    if problem is not None:
+        raise BackendError(f"hf-jobs: {problem}")
+
+
+def public_problem(api: Any, repo_id: str) -> str | None:
+    """The error for an existing *public* code repo; None when it is private or absent."""
+    try:
+        info = api.repo_info(repo_id, repo_type="dataset")
+    except Exception as exc:
+        if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+            return None
+        raise
+    if getattr(info, "private", False):
+        return None
+    return (f"the code repo {repo_id} is PUBLIC, and experiment code would be readable by anyone. "
+            f"Make it private (https://huggingface.co/datasets/{repo_id}/settings) or set "
             "[backend.hf-jobs] code_repo to a new name (autolab creates it private)")
 
 

@@ -230,6 +230,8 @@ def test_a_public_code_repo_is_refused(hub: FakeHub, tmp_path: Path) -> None:
         f"{hub.namespace}/open-code", repo_type="dataset", private=False)
     repo, commit = make_repo(tmp_path, {"train.py": "print(1)\n"})
     backend = make(hub, tmp_path, code_repo=f"{hub.namespace}/open-code")
+    assert "PUBLIC" in (backend.check() or "")  # `autolab run` stops before any experiment
+    assert make(hub, tmp_path).check() is None  # a code repo that does not exist yet is fine
     with pytest.raises(BackendError, match="PUBLIC"):
         backend.submit(JobSpec("p", ("python", "train.py"), str(repo), commit=commit))
     assert hub.jobs == {}
@@ -255,6 +257,30 @@ def test_artifacts_come_back_and_old_code_is_deleted(hub: FakeHub, tmp_path: Pat
     assert backend.clean_code(0) == ["experiments/exp-a.tar.gz"]
     assert hub.file("dataset", code_repo, "experiments/exp-a.tar.gz") is None
     assert hub.file("dataset", code_repo, "artifacts/exp-a/model.json") is not None
+
+
+def test_retention_deletes_finished_code_when_the_session_ends(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    repo, commit = make_repo(tmp_path, {"train.py": "print(1)\n"})
+    backend = make(hub, tmp_path, keep_code="0s")
+    handle = backend.submit(JobSpec("r", ("python", "train.py"), str(repo), commit=commit))
+    assert wait_for(backend, handle, timeout=60).status is JobStatus.SUCCEEDED
+    path = ("dataset", f"{hub.namespace}/autolab-lab-code", "experiments/r.tar.gz")
+    assert hub.file(*path) is not None
+    backend.close()  # the end of `autolab run`
+    assert hub.file(*path) is None
+
+
+def test_a_job_with_code_times_out(hub: FakeHub, tmp_path: Path) -> None:
+    repo, commit = make_repo(tmp_path, {"train.py": "import time; print('go', flush=True); "
+                                                    "time.sleep(60)\n"})
+    backend = make(hub, tmp_path)
+    handle = backend.submit(JobSpec("t", ("python", "train.py"), str(repo), commit=commit,
+                                    time_limit_s=2))
+    state = wait_for(backend, handle, timeout=60)
+    assert state.status is JobStatus.TIMEOUT, (state, read_all_logs(backend, handle))
+    assert "go" in read_all_logs(backend, handle)
 
 
 def test_a_running_jobs_code_is_kept(hub: FakeHub, tmp_path: Path) -> None:

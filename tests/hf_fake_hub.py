@@ -49,229 +49,30 @@ Hub's wording for that case is not documented; this is a stand-in); cancel -> ``
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
+from hf_fake_job import HARDWARE, TERMINAL, FakeJob, bare_python_dir, hardware_json, iso
+from hf_fake_repos import FakeRepos
 
-#: Illustrative prices (USD per minute, as the Hub lists them); not a price list to rely on.
-HARDWARE: list[dict[str, Any]] = [
-    {"name": "cpu-basic", "prettyName": "CPU Basic", "cpu": "2 vCPU", "ram": "16 GB",
-     "unitCostUSD": 0.000167, "accelerator": None},
-    {"name": "cpu-upgrade", "prettyName": "CPU Upgrade", "cpu": "8 vCPU", "ram": "32 GB",
-     "unitCostUSD": 0.0005, "accelerator": None},
-    {"name": "t4-small", "prettyName": "Nvidia T4 - small", "cpu": "4 vCPU", "ram": "15 GB",
-     "unitCostUSD": 0.006667, "accelerator": ("T4", "1", "16 GB")},
-    {"name": "a10g-small", "prettyName": "Nvidia A10G - small", "cpu": "4 vCPU", "ram": "15 GB",
-     "unitCostUSD": 0.016667, "accelerator": ("A10G", "1", "24 GB")},
-    {"name": "a100-large", "prettyName": "Nvidia A100 - large", "cpu": "12 vCPU", "ram": "142 GB",
-     "unitCostUSD": 0.041667, "accelerator": ("A100", "1", "80 GB")},
-    {"name": "h200", "prettyName": "Nvidia H200", "cpu": "23 vCPU", "ram": "256 GB",
-     "unitCostUSD": 0.083333, "accelerator": ("H200", "1", "141 GB")},
-    {"name": "h200x8", "prettyName": "8x Nvidia H200", "cpu": "184 vCPU", "ram": "2048 GB",
-     "unitCostUSD": 0.666667, "accelerator": ("H200", "8", "1128 GB")},
-]
-
-
-_BARE: Path | None = None
-_BARE_LOCK = threading.Lock()
-
-
-def bare_python_dir() -> Path:
-    """``bin`` of a virtual environment without site-packages: ``python`` there imports only the
-    standard library and pip (no autolab, no huggingface_hub, no torch), as in a bare image.
-    Made once per test session."""
-    global _BARE
-    with _BARE_LOCK:
-        if _BARE is None:
-            root = Path(tempfile.mkdtemp(prefix="fake-hub-python-"))
-            subprocess.run([sys.executable, "-m", "venv", str(root / "venv")],  # pip: offline
-                           check=True, capture_output=True)
-            bindir = root / "venv" / "bin"
-            if not (bindir / "python").exists():
-                (bindir / "python").symlink_to(bindir / "python3")
-            _BARE = bindir
-        return _BARE
-
+__all__ = ["HARDWARE", "TERMINAL", "FakeHub", "FakeJob", "bare_python_dir", "iso"]
 
 _LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 _SPEC_KEYS = {"command", "arguments", "environment", "secrets", "flavor", "timeoutSeconds",
               "labels", "volumes", "dockerImage", "spaceId", "attempts", "expose", "ssh",
               "network", "resourceGroupId"}
 _VOLUME_TYPES = {"bucket", "model", "dataset", "space"}
-
-
-def iso(ts: float | None) -> str | None:
-    """The Hub's timestamp format, ``%Y-%m-%dT%H:%M:%S.%fZ``."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _hardware_json() -> list[dict[str, Any]]:
-    out = []
-    for hw in HARDWARE:
-        acc = hw["accelerator"]
-        out.append({
-            "name": hw["name"], "prettyName": hw["prettyName"], "cpu": hw["cpu"],
-            "ram": hw["ram"], "ephemeralStorage": "50 GB",
-            "accelerator": None if acc is None else {
-                "type": "gpu", "model": acc[0], "quantity": acc[1], "vram": acc[2],
-                "manufacturer": "Nvidia"},
-            "unitCostMicroUSD": round(hw["unitCostUSD"] * 1e6), "unitCostUSD": hw["unitCostUSD"],
-            "unitLabel": "minute",
-        })
-    return out
-
-
-class FakeJob:
-    """One submitted job: what was received, its stage, its log lines and its process."""
-
-    def __init__(self, hub: FakeHub, job_id: str, spec: dict[str, Any]) -> None:
-        self.hub, self.id, self.spec = hub, job_id, spec
-        self.stage, self.message = "SCHEDULING", None
-        self.created_at = time.time()
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.lines: list[tuple[float, str]] = []
-        self.cond = threading.Condition()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.dir = hub.root / "jobs" / job_id
-        self.dir.mkdir(parents=True)
-        self.cancelled = self.timed_out = False
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"fake-job-{job_id}")
-
-    # -- running -----------------------------------------------------------------------------
-    def _env(self) -> dict[str, str]:
-        env = {
-            "PATH": os.pathsep.join([str(bare_python_dir()), "/usr/local/bin", "/usr/bin", "/bin"]),
-            "HOME": str(self.dir), "TMPDIR": str(self.dir), "LANG": "C.UTF-8",
-            "HF_HUB_DISABLE_TELEMETRY": "1", "JOB_ID": self.id,
-            # No package index: a job that tries to install from one fails.
-            "PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        }
-        env.update({k: str(v) for k, v in (self.spec.get("environment") or {}).items()})
-        env.update({k: str(v) for k, v in (self.spec.get("secrets") or {}).items()})
-        return env
-
-    def add_line(self, text: str) -> None:
-        with self.cond:
-            self.lines.append((time.time(), text))
-            self.cond.notify_all()
-
-    def _finish(self, stage: str, message: str | None) -> None:
-        with self.cond:
-            self.stage, self.message, self.finished_at = stage, message, time.time()
-            self.cond.notify_all()
-
-    def _run(self) -> None:
-        time.sleep(self.hub.scheduling_delay)
-        with self.cond:
-            if self.cancelled:
-                self.stage, self.finished_at = "CANCELED", time.time()
-                self.cond.notify_all()
-                return
-            self.stage, self.started_at = "RUNNING", time.time()
-        self.add_line(f"===== Job started at {iso(self.started_at)} =====")
-        argv = list(self.spec.get("command") or []) + list(self.spec.get("arguments") or [])
-        try:
-            self.proc = subprocess.Popen(
-                argv, cwd=self.dir, env=self._env(), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        except OSError as exc:
-            self._finish("ERROR", f"Job failed to start: {exc}")
-            return
-        timer = None
-        if self.spec.get("timeoutSeconds"):
-            timer = threading.Timer(float(self.spec["timeoutSeconds"]), self._time_out)
-            timer.daemon = True
-            timer.start()
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.add_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
-        code = self.proc.wait()
-        if timer is not None:
-            timer.cancel()
-        if self.cancelled:
-            self._finish("CANCELED", None)
-        elif self.timed_out:
-            self._finish("ERROR", f"Job timed out after {self.spec['timeoutSeconds']} seconds.")
-        elif code == 0:
-            self._finish("COMPLETED", None)
-        elif code == 137:
-            self._finish("ERROR", "Job failed with exit code: 137. Reason: OOMKilled")
-        else:
-            self._finish("ERROR", f"Job failed with exit code: {code if code > 0 else 128 - code}.")
-
-    def kill(self) -> None:
-        """Stop the job's whole process group: TERM, then KILL after a short grace."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 0.5), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-    def _time_out(self) -> None:
-        self.timed_out = True
-        self.kill()
-
-    def cancel(self) -> None:
-        with self.cond:
-            if self.stage in TERMINAL:
-                return
-            self.cancelled = True
-        self.kill()
-
-    # -- what the API returns ----------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
-        now = time.time()
-        running = None
-        if self.started_at is not None:
-            running = int((self.finished_at or now) - self.started_at)
-        owner = self.hub.owner
-        return {
-            "id": self.id, "createdAt": iso(self.created_at), "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at), "dockerImage": self.spec.get("dockerImage"),
-            "spaceId": self.spec.get("spaceId"), "command": self.spec.get("command"),
-            "arguments": self.spec.get("arguments", []),
-            "environment": self.spec.get("environment", {}),
-            # The Hub never returns secret values.
-            "secrets": {k: None for k in (self.spec.get("secrets") or {})},
-            "flavor": self.spec.get("flavor"), "labels": self.spec.get("labels"),
-            "status": {"stage": self.stage, "message": self.message},
-            "durations": {
-                "schedulingSecs": int((self.started_at or now) - self.created_at),
-                "runningSecs": running, "totalSecs": int((self.finished_at or now) - self.created_at),
-            },
-            "owner": owner, "initiator": {"type": "user", "id": owner["id"], "name": owner["name"]},
-        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -335,7 +136,7 @@ class _Server(ThreadingHTTPServer):
     hub: FakeHub
 
 
-class FakeHub:
+class FakeHub(FakeRepos):
     """The stand-in server. Use as a context manager, or call :meth:`start` and :meth:`stop`.
 
     ``token`` is the only accepted token and ``namespace`` the user it belongs to.
@@ -433,7 +234,7 @@ class FakeHub:
     def _jobs(self, h: _Handler, method: str, p: list[str], query: list[tuple[str, str]],
               body: bytes) -> None:
         if p == ["hardware"] and method == "GET":
-            return h._send(200, _hardware_json())
+            return h._send(200, hardware_json())
         if not p or p[0] != self.namespace:
             return h._error(403, f"you cannot run or read jobs in namespace {p[0] if p else ''!r}")
         if len(p) == 1 and method == "POST":
@@ -554,103 +355,6 @@ class FakeHub:
                 break
         h.wfile.write(b"0\r\n\r\n")
         h.wfile.flush()
-
-    # -- repos -------------------------------------------------------------------------------
-    def _create_repo(self, h: _Handler, payload: dict[str, Any]) -> None:
-        repo_type = payload.get("type") or "model"
-        repo_id = f"{payload.get('organization') or self.namespace}/{payload['name']}"
-        prefix = "" if repo_type == "model" else f"{repo_type}s/"
-        url = f"{self.url}/{prefix}{repo_id}"
-        with self.lock:
-            if (repo_type, repo_id) in self.repos:  # the Hub's 409 carries the url too
-                return h._send(409, {"error": f"You already created this {repo_type} repo",
-                                     "url": url})
-            self.repos[(repo_type, repo_id)] = {
-                "files": {}, "sha": hashlib.sha1(repo_id.encode()).hexdigest(), "history": {},
-                "private": payload.get("visibility", "public") == "private"
-                or bool(payload.get("private")),
-            }
-        return h._send(200, {"url": url, "name": repo_id})
-
-    def _commit(self, h: _Handler, repo: tuple[str, str], body: bytes) -> None:
-        with self.lock:
-            state = self.repos.get(repo)
-            if state is None:
-                return h._error(404, f"Repository {repo[1]} not found")
-            for line in body.splitlines():
-                item = json.loads(line)
-                if item["key"] == "file":
-                    value = item["value"]
-                    state["files"][value["path"]] = base64.b64decode(value["content"])
-                elif item["key"] == "deletedFile":
-                    if state["files"].pop(item["value"]["path"], None) is None:
-                        return h._error(404, f"{item['value']['path']} does not exist")
-                elif item["key"] == "deletedFolder":
-                    prefix = item["value"]["path"].rstrip("/") + "/"
-                    for path in [k for k in state["files"] if k.startswith(prefix)]:
-                        del state["files"][path]
-                elif item["key"] != "header":
-                    return h._error(400, f"fake hub: commit key {item['key']!r} not supported")
-            state["sha"] = hashlib.sha1(state["sha"].encode() + body).hexdigest()
-            sha = state["sha"]
-            state["history"][sha] = dict(state["files"])
-        prefix = "" if repo[0] == "model" else f"{repo[0]}s/"
-        return h._send(200, {"commitUrl": f"{self.url}/{prefix}{repo[1]}/commit/{sha}",
-                             "commitOid": sha, "success": True, "pullRequestUrl": None})
-
-    def _resolve(self, h: _Handler, method: str, p: list[str]) -> None:
-        repo_type = "model"
-        if p and p[0] in ("datasets", "spaces"):
-            repo_type, p = p[0][:-1], p[1:]
-        if len(p) < 5 or p[2] != "resolve":
-            return h._error(404, f"fake hub: no route for {method} /{'/'.join(p)}")
-        state = self.repos.get((repo_type, f"{p[0]}/{p[1]}"))
-        if state is None:
-            return h._error(404, "Repository not found")
-        files = state["files"] if p[3] == "main" else state["history"].get(p[3])
-        if files is None:
-            return h._send(404, {"error": f"Invalid rev id: {p[3]}"},
-                           headers={"X-Error-Code": "RevisionNotFound"})
-        data = files.get("/".join(p[4:]))
-        if data is None:
-            return h._send(404, {"error": "Entry not found"},
-                           headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": state["sha"]})
-        etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        return h._send(200, raw=data, head=method == "HEAD",
-                       headers={"X-Repo-Commit": state["sha"], "ETag": f'"{etag}"'})
-
-    def _repo_info(self, h: _Handler, repo: tuple[str, str]) -> None:
-        state = self.repos.get(repo)
-        if state is None:
-            return h._send(404, {"error": "Repository not found"},
-                           headers={"X-Error-Code": "RepoNotFound"})
-        return h._send(200, {"id": repo[1], "_id": hashlib.sha1(repo[1].encode()).hexdigest()[:24],
-                             "private": state["private"], "sha": state["sha"], "disabled": False,
-                             "gated": False, "siblings": [{"rfilename": k} for k in state["files"]]})
-
-    def _tree(self, h: _Handler, repo: tuple[str, str], rev: str, path: str,
-              query: dict[str, str]) -> None:
-        state = self.repos.get(repo)
-        if state is None:
-            return h._send(404, {"error": "Repository not found"},
-                           headers={"X-Error-Code": "RepoNotFound"})
-        prefix = path.rstrip("/") + "/" if path else ""
-        recursive = query.get("recursive", "False").lower() == "true"
-        entries: dict[str, dict[str, Any]] = {}
-        for name, data in sorted(state["files"].items()):
-            if not name.startswith(prefix):
-                continue
-            rest = name[len(prefix):]
-            if "/" in rest and not recursive:
-                folder = prefix + rest.split("/")[0]
-                entries[folder] = {"type": "directory", "path": folder, "oid": "0" * 40}
-            else:
-                entries[name] = {"type": "file", "path": name, "size": len(data),
-                                 "oid": hashlib.sha1(data).hexdigest()}
-        if path and not entries:
-            return h._send(404, {"error": f"{path} not found"},
-                           headers={"X-Error-Code": "EntryNotFound"})
-        return h._send(200, list(entries.values()))
 
     # -- helpers for tests -------------------------------------------------------------------
     def file(self, repo_type: str, repo_id: str, path: str) -> bytes | None:

@@ -38,6 +38,15 @@ class HfWatching:
     def _inspect(self, job_id: str, namespace: str | None = None) -> Any | None:
         raise NotImplementedError
 
+    def hardware(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _has_gpu(self, flavor: str) -> bool:
+        try:
+            return getattr(self.hardware().get(flavor), "accelerator", None) is not None
+        except Exception:  # no price list: sample anyway, metrics are best effort
+            return True
+
     def _ns(self, handle: JobHandle) -> str:
         return str(handle.data.get("namespace") or self.namespace())
 
@@ -48,7 +57,7 @@ class HfWatching:
         extra: dict[str, Any] = {}
         if handle is not None and handle.data.get("artifacts"):
             extra["artifacts"] = handle.data["artifacts"]
-        if state.status is JobStatus.RUNNING and self.opts.gpu_metrics:
+        if state.status is JobStatus.RUNNING and self.opts.gpu_metrics and self._has_gpu(flavor):
             if info.id not in self._metrics:
                 self._metrics[info.id] = MetricsFollower(self.api(), info.id,
                                                          (handle and self._ns(handle)) or

@@ -198,6 +198,7 @@ def test_lost_after_a_confirmed_404(hub: FakeHub, tmp_path: Path) -> None:
     assert second.status is JobStatus.LOST and second.status.terminal
     assert second.reason and "gone from HF Jobs" in second.reason
     assert backend.logs(handle, 0).text == ""
+    assert not any(r["path"].endswith("/metrics") for r in hub.requests)  # CPU: no GPU samples
 
 
 # -- secrets ---------------------------------------------------------------------------------

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-LAB_OPTION = click.option(
-    "--lab", "lab_dir", type=click.Path(file_okay=False, path_type=Path), default=".",
-    show_default=True, help="The lab repository.",
-)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"autolab: error: {message}", err=True)
-    sys.exit(2)
+from autolab.commands import cancel, clean, cost
+from autolab.commands._lab import LAB_OPTION
+from autolab.commands._lab import fail as _fail
 
 
 def _console() -> Any:
@@ -27,7 +20,7 @@ def _console() -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="autolab")
+@click.version_option(package_name="autolab-ml")
 def main() -> None:
     """autolab: run ML research experiments autonomously on the compute you already have.
 
@@ -38,6 +31,18 @@ def main() -> None:
       autolab init path/to/repo   # then edit autolab.toml
       autolab run --lab path/to/repo --workers 2 --time 8h
     """
+    from autolab.commands.distribution import ensure_no_unrelated_autolab
+    from autolab_core.errors import AutolabError
+
+    try:
+        ensure_no_unrelated_autolab()
+    except AutolabError as exc:
+        _fail(str(exc))
+
+
+main.add_command(cancel.cancel)
+main.add_command(clean.clean)
+main.add_command(cost.cost)
 
 
 @main.command()

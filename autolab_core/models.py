@@ -33,6 +33,7 @@ class JobStatus(enum.StrEnum):
     OOM = "oom"
     PREEMPTED = "preempted"
     UNKNOWN = "unknown"
+    LOST = "lost"  # the backend no longer knows the job (confirmed): it will never report again
 
     @property
     def terminal(self) -> bool:
@@ -47,6 +48,7 @@ _TERMINAL = frozenset(
         JobStatus.TIMEOUT,
         JobStatus.OOM,
         JobStatus.PREEMPTED,
+        JobStatus.LOST,
     }
 )
 

@@ -17,6 +17,20 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install --quiet "torch==2.13.0"
 fi
+# Before 0.1 the distribution was called `autolab`, a name that belongs to an unrelated PyPI
+# project; drop such a leftover install of ours (it declares the `autolab` entry-point group)
+# so that it cannot shadow this checkout.
+if "$PY" - <<'PYEOF'
+import importlib.metadata as md, sys
+try:
+    dist = md.distribution("autolab")
+except md.PackageNotFoundError:
+    sys.exit(1)
+sys.exit(0 if any(ep.group == "autolab" for ep in dist.entry_points) else 1)
+PYEOF
+then
+    "$PY" -m pip uninstall --quiet --yes autolab
+fi
 "$PY" -m pip install --quiet -e ".[all,dev]"
 
 bash scripts/local-slurm.sh up

@@ -1,19 +1,20 @@
-"""``hf-jobs``: run experiments on Hugging Face Jobs (pay-per-second GPUs and CPUs).
+"""``hf-jobs``: run experiments on Hugging Face Jobs (cloud GPUs and CPUs, billed by the minute).
 
 Each experiment becomes one job, labelled with the lab and the experiment id so that a
 restarted orchestrator finds it again (``find``, ``reattach``) instead of submitting it twice.
-The experiment's commit travels as a ``git bundle`` in a private dataset repo of the lab (see
-:mod:`autolab.backends.hf_code`); the token reaches the job only as a job *secret*. Logs are
-read from the job's server-sent-event stream by a background thread per running job, so
-``logs()`` never blocks. ``estimate_cost`` prices a job at its flavor's rate for its whole time
-limit; ``JobState.cost_usd`` reports what it actually ran. ``huggingface_hub`` is imported
-lazily. Setup and usage: ``docs/hf-jobs.md``.
+The experiment's tree (no history) and autolab's standard-library job runtime travel as one
+archive in a private dataset repo of the lab (:mod:`autolab.backends.hf_code`,
+:mod:`autolab.backends.hf_repo`); nothing is installed from a package index but the lab's own
+requirements. The token reaches the job only as a job *secret*, and every text the backend
+returns (log lines, reasons) is scrubbed of secret values. A job the Hub no longer knows (404
+twice) ends as ``LOST``. ``estimate_cost`` prices a job at its flavor (``JobSpec.resources
+["flavor"]`` or the lab's) for its whole Hub-side limit, by the minute. ``huggingface_hub`` is
+imported lazily. Setup and usage: ``docs/hf-jobs.md``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
+import json
 import math
 import os
 import re
@@ -22,54 +23,38 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import attrs
-
-from autolab.backends import hf_code
-from autolab.backends.hf_state import LogFollower, job_state, price_per_hour
+from autolab.backends import hf_code, hf_repo
+from autolab.backends.hf_options import HfJobsOptions, hub_problem, parse_volume
+from autolab.backends.hf_state import LogFollower, MetricsFollower, billed_usd, price_per_hour
+from autolab.backends.hf_watch import HfWatching
 from autolab_core import hookimpl
-from autolab_core.config import parse_options
 from autolab_core.errors import BackendError, ConfigError
 from autolab_core.interfaces import JobBackend, PluginContext
-from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChunk
+from autolab_core.models import JobHandle, JobSpec, JobState
+from autolab_core.secrets import looks_secret, scrub, secret_values
 
 LAB_LABEL = "autolab-lab"
 EXPERIMENT_LABEL = "autolab-experiment"
-#: Environment variables whose values never go into a job's (readable) environment.
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|NONCE", re.IGNORECASE)
 _PYTHON = re.compile(r"^python[0-9.]*$")
 _ACTIVE = ["SCHEDULING", "RUNNING"]
+__all__ = ["EXPERIMENT_LABEL", "LAB_LABEL", "HfJobsBackend", "HfJobsOptions"]
 
 
-@attrs.frozen
-class HfJobsOptions:
-    """``[backend.hf-jobs]`` in ``autolab.toml``."""
-
-    flavor: str = "cpu-basic"
-    image: str = "pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime"
-    timeout: float | None = attrs.field(default=7200.0, metadata={"duration": True})
-    setup_timeout: float | None = attrs.field(default=900.0, metadata={"duration": True})
-    namespace: str | None = None
-    secrets: list[str] = attrs.field(factory=list)
-    env: dict[str, str] = attrs.field(factory=dict)
-    setup: list[str] = attrs.field(factory=lambda: ["pip install --quiet 'autolab[training]'"])
-    python: str = "python"
-    code_repo: str | None = None
-    endpoint: str | None = None
-
-
-class HfJobsBackend(JobBackend):
+class HfJobsBackend(HfWatching, JobBackend):
     """Hugging Face Jobs, through ``huggingface_hub``'s Jobs API."""
 
     name = "hf-jobs"
     runs_on_this_machine = False
     queues = True
-    description = "Hugging Face Jobs: pay-per-second cloud GPUs (needs `hf auth login`)"
+    description = "Hugging Face Jobs: cloud GPUs billed by the minute (needs `hf auth login`)"
+    options_class = HfJobsOptions
+    opts: HfJobsOptions
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:
         super().__init__(options, context)
-        self.opts = parse_options(HfJobsOptions, options, f"backend.{self.name}")
         if self.opts.flavor.strip() == "":
             raise ConfigError("[backend.hf-jobs] flavor is empty; e.g. flavor = 'a10g-small'")
+        self.volumes = [parse_volume(v) for v in self.opts.volumes]
         self.lab = hf_code.slug(context.lab_name)
         self._api: Any = None
         self._token: str | None = None
@@ -77,18 +62,16 @@ class HfJobsBackend(JobBackend):
         self._hardware: dict[str, Any] | None = None
         self._repo_ready = False
         self._followers: dict[str, LogFollower] = {}
+        self._metrics: dict[str, MetricsFollower] = {}
         self._final_logs: dict[str, list[str]] = {}
         self._terminal: set[str] = set()
+        self._missing: dict[str, int] = {}
+        self._metrics_sent: dict[str, int] = {}
 
     # -- availability ------------------------------------------------------------------------
     @classmethod
     def available(cls) -> str | None:
-        if importlib.util.find_spec("huggingface_hub") is None:
-            return "huggingface_hub is not installed: pip install 'autolab[hf]'"
-        version = importlib.metadata.version("huggingface_hub")
-        if int(version.split(".")[0]) < 1:
-            return f"huggingface_hub {version} has no Jobs API: pip install -U 'autolab[hf]'"
-        return None
+        return hub_problem()
 
     def check(self) -> str | None:
         reason = self.available()
@@ -103,11 +86,14 @@ class HfJobsBackend(JobBackend):
             if getattr(getattr(exc, "response", None), "status_code", None) == 401:
                 return ("Hugging Face rejected the token (401): run `hf auth login` again or set "
                         "a valid HF_TOKEN")
-            return f"cannot reach Hugging Face Jobs at {self.api().endpoint}: {exc}"
+            return self.scrub(f"cannot reach Hugging Face Jobs at {self.api().endpoint}: {exc}")
         if self.opts.flavor not in flavors:
             return (f"[backend.hf-jobs] flavor {self.opts.flavor!r} is not offered; choose one "
                     f"of: {', '.join(sorted(flavors))}")
-        return None
+        try:
+            return hf_repo.public_problem(self.api(), self.code_repo())
+        except Exception as exc:
+            return self.scrub(f"cannot read the code repo {self.code_repo()}: {exc}")
 
     # -- plumbing ----------------------------------------------------------------------------
     def _get_token(self) -> str | None:
@@ -116,6 +102,16 @@ class HfJobsBackend(JobBackend):
 
             self._token = get_token()
         return self._token
+
+    def secrets(self) -> list[str]:
+        """Every secret value this backend handles: the token, the named job secrets and the
+        secret-looking variables of this process."""
+        named = [os.environ[n] for n in self.opts.secrets if n in os.environ]
+        return secret_values(also=[v for v in (self._token, *named) if v])
+
+    def scrub(self, text: str) -> str:
+        """``text`` without any secret value (before it is returned, logged or stored)."""
+        return scrub(text, self.secrets())
 
     def api(self) -> Any:
         """The ``HfApi`` client (created on first use)."""
@@ -152,10 +148,12 @@ class HfJobsBackend(JobBackend):
         try:
             hardware = self.hardware()
         except Exception as exc:
-            raise BackendError(f"hf-jobs: cannot read the hardware price list: {exc}") from exc
+            raise BackendError(self.scrub(f"hf-jobs: cannot read the hardware price list: {exc}")) \
+                from exc
         if flavor not in hardware:
             raise BackendError(f"hf-jobs: flavor {flavor!r} is not offered; set [backend.hf-jobs] "
-                               f"flavor to one of: {', '.join(sorted(hardware))}")
+                               f"flavor (or the experiment's resources) to one of: "
+                               f"{', '.join(sorted(hardware))}")
         return price_per_hour(hardware[flavor])
 
     def _price_or_none(self, flavor: str) -> float | None:
@@ -163,6 +161,10 @@ class HfJobsBackend(JobBackend):
             return self.price(flavor)
         except BackendError:
             return None
+
+    def flavor(self, spec: JobSpec) -> str:
+        """The experiment's flavor (``resources["flavor"]``), else the lab's default."""
+        return str(spec.resources.get("flavor") or self.opts.flavor)
 
     def _time_limit(self, spec: JobSpec) -> float | None:
         return spec.time_limit_s or self.opts.timeout
@@ -174,12 +176,12 @@ class HfJobsBackend(JobBackend):
 
     # -- cost --------------------------------------------------------------------------------
     def estimate_cost(self, spec: JobSpec) -> float | None:
-        """USD for ``spec`` running to its Hub-side limit at the flavor's price."""
+        """USD for ``spec`` running to its Hub-side limit at its flavor's price, by the minute."""
         timeout = self._job_timeout(spec)
         if timeout is None:
             raise BackendError("hf-jobs: no time limit, so no cost bound; set [run] time_limit "
                                "or [backend.hf-jobs] timeout")
-        return round(self.price(self.opts.flavor) * timeout / 3600.0, 6)
+        return billed_usd(self.price(self.flavor(spec)), timeout)
 
     # -- submitting --------------------------------------------------------------------------
     def _command(self, spec: JobSpec) -> list[str]:
@@ -189,6 +191,14 @@ class HfJobsBackend(JobBackend):
         ):
             command[0] = self.opts.python  # the local interpreter's path means nothing there
         return command
+
+    @staticmethod
+    def _train_argv(spec: JobSpec) -> list[str]:
+        """The lab's training command: from the runner's spec, else the job's command."""
+        try:
+            return [str(a) for a in json.loads(spec.env.get("AUTOLAB_RUN_SPEC", "{}"))["train"]]
+        except (KeyError, TypeError, ValueError):
+            return list(spec.command)
 
     def _env_and_secrets(self, spec: JobSpec) -> tuple[dict[str, str], dict[str, str]]:
         token = self._get_token() or ""
@@ -203,11 +213,12 @@ class HfJobsBackend(JobBackend):
         env: dict[str, str] = {}
         for key, value in {**self.opts.env, **spec.env}.items():
             value = str(value)
-            if _SECRET_NAME.search(key) or (token and token in value):
+            if looks_secret(key) or "NONCE" in key.upper() or (token and token in value):
                 secrets[key] = value  # encrypted on the Hub, never shown by inspect_job
             else:
                 env[key] = value
         env["AUTOLAB_EXPERIMENT_ID"] = spec.experiment_id
+        env.setdefault("PYTHONUNBUFFERED", "1")
         if self.opts.endpoint:
             env["HF_ENDPOINT"] = self.opts.endpoint
         return env, secrets
@@ -219,58 +230,64 @@ class HfJobsBackend(JobBackend):
 
     def _ensure_repo(self) -> None:
         if not self._repo_ready:
-            self.api().create_repo(self.code_repo(), repo_type="dataset", private=True,
-                                   exist_ok=True)
+            hf_repo.ensure_private(self.api(), self.code_repo())
             self._repo_ready = True
 
     def submit(self, spec: JobSpec) -> JobHandle:
         try:
             return self._submit(spec)
-        except BackendError:
-            raise
+        except BackendError as exc:
+            raise BackendError(self.scrub(str(exc))) from exc
         except Exception as exc:
-            raise BackendError(f"hf-jobs: could not submit {spec.experiment_id}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise BackendError(self.scrub(f"hf-jobs: could not submit {spec.experiment_id}: "
+                                          f"{type(exc).__name__}: {exc}")) from exc
 
     def _submit(self, spec: JobSpec) -> JobHandle:
-        api, namespace = self.api(), self.namespace()
+        from huggingface_hub import Volume
+
+        api, namespace, flavor = self.api(), self.namespace(), self.flavor(spec)
+        self.price(flavor)  # an unknown flavor fails here, naming the ones on offer
         env, secrets = self._env_and_secrets(spec)  # fails on a missing secret before uploading
-        ref = None
+        revision, requirements = None, list(self.opts.requirements)
         if spec.commit is not None:
+            requirements += hf_code.inline_requirements(spec.workdir, spec.commit,
+                                                        self._train_argv(spec))
             self._ensure_repo()
-            ref = hf_code.upload_bundle(api, self.code_repo(), spec.workdir, spec.commit,
-                                        spec.experiment_id)
+            revision = hf_code.upload_code(api, self.code_repo(), spec.workdir, spec.commit,
+                                           spec.experiment_id)
         script = hf_code.job_script(
             self._command(spec), setup=self.opts.setup, python=self.opts.python,
-            time_limit_s=self._time_limit(spec), code_repo=self.code_repo() if ref else None,
-            experiment_id=spec.experiment_id, commit=spec.commit, ref=ref,
+            time_limit_s=self._time_limit(spec), endpoint=api.endpoint,
+            code_repo=self.code_repo() if revision else None, experiment_id=spec.experiment_id,
+            revision=revision or "main", commit=spec.commit, requirements=requirements,
+            install_requirements_txt=self.opts.requirements_txt, artifacts=self.opts.artifacts,
             keep_token="HF_TOKEN" in self.opts.secrets,
         )
         info = api.run_job(
             image=self.opts.image, command=["sh", "-c", script], env=env, secrets=secrets,
-            flavor=self.opts.flavor, timeout=self._job_timeout(spec), labels=self._labels(spec),
+            flavor=flavor, timeout=self._job_timeout(spec), labels=self._labels(spec),
             name=hf_code.slug(f"autolab-{spec.experiment_id}"), namespace=namespace,
+            volumes=[Volume(**v) for v in self.volumes] or None,
         )
-        return self._handle(info, spec.experiment_id, self._time_limit(spec))
+        return self._handle(info, spec.experiment_id, self._time_limit(spec),
+                            with_code=revision is not None)
 
-    def _handle(self, info: Any, experiment_id: str, time_limit_s: float | None) -> JobHandle:
+    def _handle(self, info: Any, experiment_id: str, time_limit_s: float | None,
+                with_code: bool = False) -> JobHandle:
         flavor = str(getattr(info.flavor, "value", info.flavor) or self.opts.flavor)
+        data: dict[str, Any] = {"namespace": self.namespace(), "flavor": flavor,
+                                "time_limit_s": time_limit_s, "url": info.url,
+                                "slot": f"hf:{flavor}"}
+        if with_code and self.opts.artifacts:
+            data["artifacts"] = (f"{self.api().endpoint}/datasets/{self.code_repo()}/tree/main/"
+                                 f"{hf_code.artifacts_path(experiment_id)}")
         return JobHandle(
             backend=self.name, job_id=info.id, experiment_id=experiment_id,
             submitted_at=info.created_at.timestamp() if info.created_at else time.time(),
-            data={"namespace": self.namespace(), "flavor": flavor, "time_limit_s": time_limit_s,
-                  "url": info.url, "slot": f"hf:{flavor}"},
+            data=data,
         )
 
     # -- watching ----------------------------------------------------------------------------
-    def _state(self, info: Any, handle: JobHandle | None = None) -> JobState:
-        flavor = str(getattr(info.flavor, "value", info.flavor) or self.opts.flavor)
-        limit = handle.data.get("time_limit_s") if handle else None
-        state = job_state(info, time_limit_s=limit, price=self._price_or_none(flavor))
-        if state.status.terminal:
-            self._terminal.add(info.id)
-        return state
-
     def _inspect(self, job_id: str, namespace: str | None = None) -> Any | None:
         from huggingface_hub.errors import HfHubHTTPError
 
@@ -279,7 +296,8 @@ class HfJobsBackend(JobBackend):
         except HfHubHTTPError as exc:
             if exc.response is not None and exc.response.status_code == 404:
                 return None
-            raise BackendError(f"hf-jobs: cannot inspect job {job_id}: {exc}") from exc
+            raise BackendError(self.scrub(f"hf-jobs: cannot inspect job {job_id}: {exc}")) \
+                from exc
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
         """One ``list_jobs`` for this lab's active jobs; ``inspect_job`` for the others."""
@@ -292,58 +310,12 @@ class HfJobsBackend(JobBackend):
         for handle in handles:
             info = active.get(handle.job_id) or self._inspect(
                 handle.job_id, handle.data.get("namespace"))
-            states[handle.job_id] = (
-                JobState(JobStatus.UNKNOWN, reason=f"job {handle.job_id} not found on HF Jobs")
-                if info is None else self._state(info, handle)
-            )
+            if info is None:
+                states[handle.job_id] = self._missing_state(handle.job_id)
+                continue
+            self._missing.pop(handle.job_id, None)
+            states[handle.job_id] = self._state(info, handle)
         return states
-
-    def logs(self, handle: JobHandle, since: int = 0) -> LogChunk:
-        """Log lines after line ``since``; never waits for a running job.
-
-        While the job runs, a :class:`LogFollower` thread collects its stream. Once a poll (or
-        this call) has seen the job end, the log is replayed once, completely, and cached.
-        """
-        job_id = handle.job_id
-        follower = self._followers.get(job_id)
-        if follower is None and job_id not in self._terminal and job_id not in self._final_logs:
-            self._is_terminal(handle)  # records in self._terminal that it ended
-        lines = self._final_logs.get(job_id)
-        if lines is None:
-            if job_id in self._terminal:
-                lines = self._final_logs[job_id] = self._replay(handle)
-                if follower is not None:
-                    follower.stop()
-                    del self._followers[job_id]
-                    if len(follower.lines) > len(lines):
-                        lines = self._final_logs[job_id] = follower.lines
-            else:
-                if follower is None or follower.error is not None:
-                    follower = LogFollower(self.api(), job_id, self._ns(handle))
-                    self._followers[job_id] = follower
-                lines = follower.lines
-        new = lines[since:]
-        return LogChunk("".join(line + "\n" for line in new), since + len(new))
-
-    def _ns(self, handle: JobHandle) -> str:
-        return str(handle.data.get("namespace") or self.namespace())
-
-    def _replay(self, handle: JobHandle) -> list[str]:
-        """The whole log of a finished job (the stream ends once it is replayed)."""
-        try:
-            return list(self.api().fetch_job_logs(job_id=handle.job_id, namespace=self._ns(handle),
-                                                  follow=False))
-        except Exception as exc:
-            raise BackendError(f"hf-jobs: cannot read the log of job {handle.job_id}: {exc}") \
-                from exc
-
-    def _is_terminal(self, handle: JobHandle) -> bool:
-        info = self._inspect(handle.job_id, handle.data.get("namespace"))
-        if info is None:  # gone: nothing to read
-            self._terminal.add(handle.job_id)
-            self._final_logs[handle.job_id] = []
-            return True
-        return self._state(info, handle).status.terminal
 
     # -- cancelling --------------------------------------------------------------------------
     def cancel(self, handle: JobHandle) -> None:
@@ -357,7 +329,8 @@ class HfJobsBackend(JobBackend):
             info = self._inspect(handle.job_id, namespace)
             if info is not None and self._state(info, handle).status.terminal:
                 return  # it ended meanwhile
-            raise BackendError(f"hf-jobs: could not cancel job {handle.job_id}: {exc}") from exc
+            raise BackendError(self.scrub(f"hf-jobs: could not cancel job {handle.job_id}: {exc}")) \
+                from exc
 
     def cancel_all(self) -> list[str]:
         """Cancel every scheduling or running job of this lab; return their ids."""
@@ -366,6 +339,17 @@ class HfJobsBackend(JobBackend):
         for job_id in ids:
             self.api().cancel_job(job_id=job_id, namespace=self.namespace())
         return ids
+
+    # -- the code repo -----------------------------------------------------------------------
+    def clean_code(self, older_than_s: float | None = None, *, orphans: bool = False) -> list[str]:
+        """Delete code archives of experiments whose jobs ended ``older_than_s`` ago (default:
+        ``keep_code``); ``orphans`` also deletes archives that no job of this lab refers to."""
+        keep = self.opts.keep_code if older_than_s is None else older_than_s
+        if keep is None:
+            return []
+        jobs = self.api().list_jobs(labels={LAB_LABEL: self.lab}, namespace=self.namespace())
+        return hf_repo.clean(self.api(), self.code_repo(), jobs, EXPERIMENT_LABEL, keep,
+                             orphans=orphans)
 
     # -- restarts ----------------------------------------------------------------------------
     def reattach(self, job_id: str) -> JobHandle | None:
@@ -387,16 +371,26 @@ class HfJobsBackend(JobBackend):
         env = info.environment or {}
         limit = None
         if info.command and len(info.command) == 3:
-            match = re.search(r"exec timeout -k \d+ (\d+) ", info.command[2])
+            match = re.search(r"timeout -k \d+ (\d+) ", info.command[2])
             limit = float(match.group(1)) if match else None
         experiment_id = experiment_id or env.get("AUTOLAB_EXPERIMENT_ID") or \
             info.labels[EXPERIMENT_LABEL]
-        return self._handle(info, experiment_id, limit)
+        with_code = bool(info.command and hf_code.RUNTIME_DIR in info.command[-1])
+        return self._handle(info, experiment_id, limit, with_code=with_code)
 
     def close(self) -> None:
-        for follower in self._followers.values():
+        for follower in [*self._followers.values(), *self._metrics.values()]:
             follower.stop()
         self._followers.clear()
+        self._metrics.clear()
+        if self._repo_ready and self.opts.keep_code is not None:
+            try:
+                self.clean_code()
+            except Exception as exc:  # cleaning is housekeeping: never fail a session on it
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "hf-jobs: could not delete old code archives: %s", self.scrub(str(exc)))
 
 
 @hookimpl

@@ -1,8 +1,10 @@
-"""HF Jobs stages and messages as autolab job states; prices; the background log reader."""
+"""HF Jobs stages and messages as autolab job states; prices (billed by the minute); the
+background readers of a running job's log and GPU metrics."""
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -66,6 +68,12 @@ def price_per_hour(hardware: Any) -> float:
     return float(hardware.unit_cost_usd) * factor
 
 
+def billed_usd(price_per_hour: float, seconds: float) -> float:
+    """What ``seconds`` of a flavor costs: HF Jobs bills by the started minute."""
+    minutes = math.ceil(max(0.0, seconds) / 60.0 - 1e-9)
+    return round(price_per_hour / 60.0 * minutes, 6)
+
+
 def running_seconds(info: Any, now: float | None = None) -> float | None:
     """How long a ``JobInfo`` has run (or ran): the Hub's count, else from its timestamps."""
     durations = getattr(info, "durations", None)
@@ -81,7 +89,8 @@ def job_state(info: Any, *, time_limit_s: float | None, price: float | None) -> 
     """A :class:`JobState` from a ``JobInfo``; ``price`` is USD/hour of its flavor, if known."""
     running = running_seconds(info)
     status, reason, code = classify(info.status.stage, info.status.message, running, time_limit_s)
-    cost = None if price is None or running is None else round(price * running / 3600.0, 6)
+    # A job that started is billed at least its first minute (the Hub rounds seconds down).
+    cost = None if price is None or running is None else billed_usd(price, max(running, 1.0))
     hardware = {"flavor": str(getattr(info.flavor, "value", info.flavor) or ""),
                 "image": str(info.docker_image or info.space_id or ""), "url": info.url}
     return JobState(
@@ -123,3 +132,41 @@ class LogFollower:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class MetricsFollower:
+    """Samples one running job's ``fetch_job_metrics`` stream (CPU, memory, GPUs) in a daemon
+    thread. ``samples`` holds ``(seconds since the follower started, sample dict)``."""
+
+    def __init__(self, api: Any, job_id: str, namespace: str) -> None:
+        self.samples: list[tuple[float, dict[str, Any]]] = []
+        self.error: Exception | None = None
+        self._stop = threading.Event()
+        self._args = {"job_id": job_id, "namespace": namespace, "follow": True}
+        self._api = api
+        self._start = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"hf-metrics-{job_id}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for sample in self._api.fetch_job_metrics(**self._args):
+                if isinstance(sample, dict):
+                    self.samples.append((time.monotonic() - self._start, sample))
+                if self._stop.is_set():
+                    break
+        except Exception as exc:  # metrics are best effort
+            self.error = exc
+            log.info("hf-jobs: metrics stream of %s ended: %s", self._args["job_id"], exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def gpu_summary(sample: dict[str, Any]) -> dict[str, float]:
+    """``{"gpu_util": mean %, "gpu_mem_gb": sum}`` of one metrics sample; ``{}`` without GPUs."""
+    gpus = [g for g in (sample.get("gpus") or {}).values() if isinstance(g, dict)]
+    if not gpus:
+        return {}
+    return {"gpu_util": sum(float(g.get("utilization") or 0) for g in gpus) / len(gpus),
+            "gpu_mem_gb": sum(float(g.get("memory_used_bytes") or 0) for g in gpus) / 1e9}

@@ -114,7 +114,7 @@ def test_job_with_code_completes_with_metrics_cost_and_no_token_leak(
     # The code went to a private dataset repo of the lab.
     repo_id = f"{hub.namespace}/autolab-lab-code"
     assert hub.repos[("dataset", repo_id)]["private"] is True
-    assert hub.file("dataset", repo_id, "experiments/exp-1.bundle")
+    assert hub.file("dataset", repo_id, "experiments/exp-1.tar.gz")
     # What the Hub received: the token only as a secret, never in command, env or labels.
     job = hub.jobs[handle.job_id]
     assert job.spec["secrets"]["HF_TOKEN"] == hub.token
@@ -310,7 +310,7 @@ def make_hf_toy_lab(root: Path, hub: FakeHub, flavor: str, usd: float) -> Path:
     assert local in CONFIG
     config = CONFIG.replace(local, (
         f'[backend]\nname = "hf-jobs"\n\n[backend.hf-jobs]\nendpoint = "{hub.url}"\n'
-        f'flavor = "{flavor}"\nsetup = []\nsetup_timeout = "1m"\n'
+        f'flavor = "{flavor}"\nsetup_timeout = "1m"\n'
     )).replace("noise_runs = 3", "noise_runs = 2").replace("confirm_runs = 2", "confirm_runs = 1")
     Lab.init(root, config_text=config + f"\n[budget]\nusd = {usd}\n")
     return root
@@ -340,6 +340,12 @@ def test_autolab_run_end_to_end_on_hf_jobs(hub: FakeHub, tmp_path: Path) -> None
         assert job.spec["flavor"] == "a10g-small"
         assert hub.token not in json.dumps([job.spec["command"], job.spec["environment"]])
         assert exp.hardware.get("flavor") == "a10g-small"
+        script = job.spec["command"][2]  # nothing of autolab comes from a package index
+        assert "autolab[" not in script and "huggingface_hub" not in script
+        assert ".autolab-runtime" in script
+        assert exp.hardware["artifacts"].endswith(f"/artifacts/{exp.id}")
+        code_repo = f"{hub.namespace}/autolab-toy-code"
+        assert hub.file("dataset", code_repo, f"artifacts/{exp.id}/result.json") is not None
     assert Lab(root).scores()
 
 

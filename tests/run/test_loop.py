@@ -152,8 +152,8 @@ def test_patch_touching_protected_file_or_breaking_syntax_is_rejected(tmp_path: 
         exp = orch.ledger.new(Hypothesis(id=path, title=path, changes={path: content}), Role.CANDIDATE)
         assert pipeline.materialize(exp) is None
     reasons = [e.reason for e in orch.experiments()]
-    assert any("not editable: prepare.py" in (r or "") for r in reasons)
-    assert any("no longer compiles" in (r or "") for r in reasons)
+    assert any("prepare.py is protected" in (r or "") for r in reasons)
+    assert any("breaks the syntax of train.py" in (r or "") for r in reasons)
     assert not git(lab.root, "branch", "--list", f"{BRANCH_PREFIX}*").strip()
 
 

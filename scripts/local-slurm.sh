@@ -160,9 +160,23 @@ wait_ready() {  # the controller answers and the node takes jobs
     die "the node did not come up (state '${state:-none}'); see $LOG_DIR/slurmctld.log and slurmd.log"
 }
 
+share_python() {
+    # The campus-like tests submit as an unprivileged user (tests/slurm_cluster.py creates it),
+    # who must run the same Python as root, as users share a cluster's software installs. Make
+    # the directories above python3 traversable (o+x only: nothing becomes listable).
+    local py dir
+    py=$(python3 -c "import sys; print(sys.executable)" 2>/dev/null) || return 0
+    dir=$(dirname "$py")
+    while [[ $dir != / ]]; do
+        [[ $(stat -c %A "$dir") =~ [xt]$ ]] || chmod o+x "$dir"
+        dir=$(dirname "$dir")
+    done
+}
+
 cmd_up() {
     local t0=$SECONDS
     install_packages
+    share_python
     if write_conf; then  # the configuration changed: running daemons must restart to read it
         stop_pidfile slurmd /run/slurmd.pid
         stop_pidfile slurmctld /run/slurmctld.pid

@@ -78,3 +78,29 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+#: The non-root user that submits jobs in the campus-like tests (created on first use).
+LAB_USER = "autolab-lab"
+
+
+def lab_user_home() -> Path:
+    """Create the unprivileged submitting user once (needs root); its home directory."""
+    if subprocess.run(["id", LAB_USER], capture_output=True).returncode != 0:
+        sh("useradd", "--create-home", "--shell", "/bin/bash", LAB_USER)
+    return Path(sh("getent", "passwd", LAB_USER).split(":")[5])
+
+
+def user_dir(name: str) -> Path:
+    """A fresh directory owned by the lab user in its home (on the filesystem jobs share)."""
+    path = lab_user_home() / "tests" / name
+    sh("runuser", "-u", LAB_USER, "--", "mkdir", "-p", str(path))
+    return path
+
+
+def as_lab_user(argv: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as the unprivileged user, with this checkout on PYTHONPATH."""
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": str(lab_user_home()),
+           "LANG": "C.UTF-8"}
+    return subprocess.run(["runuser", "-u", LAB_USER, "--", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kw)

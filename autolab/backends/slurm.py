@@ -130,13 +130,17 @@ class SlurmBackend(JobBackend):
         """The wall time jobs will ask for: time_limit, else the lab's [run] time_limit + 2 min."""
         if self.opts.time_limit is not None:
             return self.opts.minutes(None)
-        try:
-            from autolab_core.config import load_config
+        import tomllib
 
-            run_limit = load_config(self.context.lab_root).run.time_limit
-        except Exception:  # no lab config here (a bare backend): nothing to check against
+        from autolab_core.config import RunSection, parse_duration
+
+        try:
+            with open(self.context.lab_root / "autolab.toml", "rb") as f:
+                run = tomllib.load(f).get("run", {})
+        except (OSError, tomllib.TOMLDecodeError):  # a bare backend, no lab: nothing to check
             return None
-        return self.opts.minutes(run_limit)
+        limit = run.get("time_limit", RunSection().time_limit)
+        return self.opts.minutes(None if limit is None else parse_duration(limit, "[run] time_limit"))
 
     def cleanup(self) -> list[str]:
         """Remove job folders of runs that ended more than ``retention`` ago; the experiment ids."""

@@ -194,7 +194,7 @@ def sinfo_limits() -> dict[str, float | None]:
 
 def partition_has_usable_node(partition: str) -> bool:
     """False when every node of ``partition`` is down, drained or failing."""
-    proc = run(["sinfo", "--all", "--noheader", f"--partition={partition}", "--format=%T"], timeout=15)
+    proc = run(["sinfo", "--noheader", f"--partition={partition}", "--format=%T"], timeout=15)
     if proc.returncode != 0:
         return True  # cannot tell: keep waiting
     states = [s.strip().rstrip("*~#!%$@^-") for s in proc.stdout.split()]

@@ -505,15 +505,20 @@ class SlurmBackend(JobBackend):
         row = self._rows.get(job_id) or self._acct.get(job_id)
         restarts = row.restarts if row else int(current.get("restarts", 0))
         retries = len(attempts) - 1 + sum(int(a.get("restarts", 0)) for a in attempts[:-1]) + restarts
-        exit_rec = run.exit_record()
+        # the job's own files are read only once squeue no longer shows it pending or running
+        # (ended, completing or gone): a thousand live jobs cost no file reads per poll
+        in_queue = row is not None and row.state not in _ENDED and row.state != "COMPLETING"
+        exit_rec = None if in_queue else run.exit_record()
         if exit_rec and (exit_rec.get("job_id") != job_id or exit_rec.get("restart", 0) != restarts):
             exit_rec = None  # from an earlier attempt
-        started = run.started()
+        started = None if in_queue else run.started()
         if started and started.get("job_id") != job_id:
             started = None
+        pending = row is not None and row.state in _PENDING
         common: dict[str, Any] = {
-            "started_at": (started or {}).get("started_at") or (row.start if row else None),
-            "hardware": self._hardware_of(run, job_id, row),
+            "started_at": None if pending else (started or {}).get("started_at") or (
+                row.start if row else None),
+            "hardware": {} if pending else self._hardware_of(run, job_id, row),
         }
         ended: dict[str, Any] = {
             **common,

@@ -100,7 +100,11 @@ def user_dir(name: str) -> Path:
 
 def as_lab_user(argv: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` as the unprivileged user, with this checkout on PYTHONPATH."""
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": str(lab_user_home()),
-           "LANG": "C.UTF-8"}
+    home = lab_user_home()
+    tmp = home / "tmp"  # the user's own TMPDIR: /tmp/__pycache__ etc. may belong to root here
+    if not tmp.is_dir():
+        sh("runuser", "-u", LAB_USER, "--", "mkdir", "-p", str(tmp))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": str(home),
+           "LANG": "C.UTF-8", "TMPDIR": str(tmp)}
     return subprocess.run(["runuser", "-u", LAB_USER, "--", *argv], capture_output=True, text=True,
                           timeout=timeout, env=env, **kw)

@@ -526,7 +526,7 @@ class SlurmBackend(JobBackend):
         }
         slurm_state = row.state if row else None
 
-        if run.cancelled and (slurm_state is None or slurm_state in _ENDED):
+        if (slurm_state is None or slurm_state in _ENDED) and run.cancelled:
             return self._set_final(run, JobState(JobStatus.CANCELLED, reason="cancelled", **ended))
         if exit_rec and slurm_state not in _KILLED:
             if exit_rec.get("timed_out"):

@@ -88,6 +88,8 @@ class SlurmBackend(JobBackend):
         self._pump_failures = 0
         self._squeue_failures = 0
         self._squeue_retry_at = float("-inf")
+        self._sacct_failures = 0
+        self._sacct_retry_at = float("-inf")
         self._runs: dict[str, RunDir] = {}  # run directories seen, with their cached files
         self._states: dict[str, JobState] = {}  # last state of each live run, per squeue refresh
         self._usable: dict[str, tuple[float, bool]] = {}  # partition -> (when asked, has a node)
@@ -451,13 +453,17 @@ class SlurmBackend(JobBackend):
                 job_id, at = attempts[-1]["job_id"], attempts[-1]["at"]
                 if job_id not in self._rows and job_id not in self._acct and at < self._rows_wall:
                     missing.append(job_id)
-        if not missing:
+        if not missing or time.monotonic() < self._sacct_retry_at:
             return
         try:
             rows = cli.sacct(job_ids=missing)
-        except BackendError as exc:
-            log.warning("slurm backend: %s", exc)
+        except BackendError as exc:  # slurmdbd down: back off like squeue
+            self._sacct_failures += 1
+            wait = slurm_reasons.backoff(self._sacct_failures, max(1.0, self.opts.poll_interval_s))
+            log.warning("slurm backend: %s (next try in %g s)", exc, wait)
+            self._sacct_retry_at = time.monotonic() + wait
             return
+        self._sacct_failures = 0
         self._accounting = rows is not None
         self._acct.update({k: v for k, v in (rows or {}).items() if v.state in _ENDED})
 

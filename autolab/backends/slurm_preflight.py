@@ -105,7 +105,7 @@ def storage_probe(opts: SlurmOptions, folder: Path, state_dir: Path, flags: Sequ
         inputs.append(d / f"{token}.in")
     log_path = dirs[-1] / f"{token}.log"
     argv = ["sbatch", "--parsable", f"--job-name=autolab-probe-{token[:8]}", f"--output={log_path}",
-            f"--chdir={folder}", "--time=5", *[f for f in flags if not f.startswith("--time=")]]
+            f"--chdir={folder}", "--time=2", *[f for f in flags if not f.startswith("--time=")]]
     try:
         proc = subprocess.run(argv, input=_script(opts, inputs), capture_output=True, text=True,
                               timeout=cli.COMMAND_TIMEOUT_S)

@@ -92,8 +92,19 @@ def lab_user_home() -> Path:
 
 
 def user_dir(name: str) -> Path:
-    """A fresh directory owned by the lab user in its home (on the filesystem jobs share)."""
-    path = lab_user_home() / "tests" / name
+    """A fresh directory owned by the lab user in its home (on the filesystem jobs share).
+
+    Directories of earlier test runs (over a day old) are removed first.
+    """
+    base = lab_user_home() / "tests"
+    if base.is_dir():
+        for old in base.iterdir():
+            if time.time() - old.stat().st_mtime > 86400:
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink()
+    path = base / name
     sh("runuser", "-u", LAB_USER, "--", "mkdir", "-p", str(path))
     return path
 

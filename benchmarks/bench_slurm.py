@@ -14,6 +14,14 @@ default 0.5 s), the backend's own ``poll_interval_s`` as configured. Reports:
   and without the CPU of the sbatch/squeue/scancel processes it started.
 
     python benchmarks/bench_slurm.py --jobs 100 --concurrency 8
+
+``--file-ops 1000`` measures instead the orchestrator's file operations per job per minute with
+1,000 jobs in flight: the jobs go out as one held job array (real SLURM jobs, pending with
+``JobHeldUser``, as most of a big sweep is), ``poll()`` runs every ``--poll-every`` seconds for
+``--minutes``, and every open/stat/listdir/rename/unlink/mkdir the process makes is counted
+(an audit hook for what Python audits, wrappers around ``os.stat``/``os.lstat`` for the rest).
+
+    python benchmarks/bench_slurm.py --file-ops 1000 --minutes 1
 """
 
 from __future__ import annotations
@@ -50,7 +58,12 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float, default=5.0,
                         help="the backend's poll_interval_s (seconds between squeue calls)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--file-ops", type=int, metavar="JOBS",
+                        help="measure file operations per job per minute with JOBS in flight")
+    parser.add_argument("--minutes", type=float, default=1.0, help="how long to poll (--file-ops)")
     args = parser.parse_args()
+    if args.file_ops:
+        return file_ops(args)
 
     reason = SlurmBackend.available()
     if reason:
@@ -144,6 +157,70 @@ def main() -> int:
             "detect_latency_s": detect_latency, "squeue_calls": calls["squeue"],
         }))
     return 1 if bad else 0
+
+
+_FILE_EVENTS = {"open", "os.listdir", "os.scandir", "os.rename", "os.replace", "os.remove",
+                "os.unlink", "os.mkdir", "os.rmdir", "glob.glob", "os.chmod", "os.truncate"}
+
+
+def file_ops(args: argparse.Namespace) -> int:
+    """File operations of the orchestrator per job per minute, ``args.file_ops`` jobs in flight."""
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-slurm-files-"))
+    (tmp / "work").mkdir()
+    backend = SlurmBackend({"poll_interval_s": args.poll_interval, "array": True, "probe": False,
+                            "sbatch_args": ["--hold"]}, make_context(tmp, "benchfiles"))
+    specs = [JobSpec(f"f{i:05d}", (sys.executable, "-c", "pass"), str(tmp / "work"))
+             for i in range(args.file_ops)]
+    handles = backend.submit_many(specs)
+    counts = {"ops": 0}
+    counting = {"on": False}
+
+    def hook(event: str, _args: tuple[object, ...]) -> None:
+        if counting["on"] and event in _FILE_EVENTS:
+            counts["ops"] += 1
+
+    sys.addaudithook(hook)
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def stat(*a: object, **kw: object) -> os.stat_result:
+        if counting["on"]:
+            counts["ops"] += 1
+        return real_stat(*a, **kw)  # type: ignore[arg-type]
+
+    def lstat(*a: object, **kw: object) -> os.stat_result:
+        if counting["on"]:
+            counts["ops"] += 1
+        return real_lstat(*a, **kw)  # type: ignore[arg-type]
+
+    os.stat, os.lstat = stat, lstat  # type: ignore[assignment]
+    try:
+        states = backend.poll(handles)  # first sight of every job (reads each one's files once)
+        pending = sum(1 for s in states.values() if s.status.value == "pending")
+        polls, t_end = 0, time.monotonic() + 60 * args.minutes
+        counting["on"] = True
+        t0 = time.monotonic()
+        while time.monotonic() < t_end:
+            backend.poll(handles)
+            polls += 1
+            time.sleep(args.poll_every)
+        elapsed = time.monotonic() - t0
+        counting["on"] = False
+    finally:
+        os.stat, os.lstat = real_stat, real_lstat  # type: ignore[assignment]
+        array_ids = sorted({h.job_id.split("_")[0] for h in handles})
+        subprocess.run(["scancel", *array_ids], check=False)
+    per_job_min = counts["ops"] / len(handles) / (elapsed / 60)
+    print(f"slurm backend file operations: {len(handles)} jobs in flight ({pending} pending), "
+          f"{polls} polls in {elapsed:.0f} s (one every {args.poll_every} s), "
+          f"squeue tick {backend.tick(len(handles)):g} s")
+    print(f"{'file operations':<34} {counts['ops']} in all, {per_job_min:.2f} per job per minute, "
+          f"{counts['ops'] / elapsed:.1f} per second")
+    if args.json:
+        args.json.write_text(json.dumps({"jobs": len(handles), "file_ops": counts["ops"],
+                                         "seconds": elapsed, "per_job_per_minute": per_job_min}))
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,8 +13,19 @@
 # Partitions: `debug` (default; 8 jobs may share a core, MaxTime 60 min, EnforcePartLimits=ALL
 # rejects oversized requests at submit time) and `urgent` (higher PriorityTier: a job there
 # preempts, i.e. cancels, debug jobs it needs room from; used to test preemption retries).
+# Two more partitions stand for what campus clusters have: `hidden` (Hidden=YES: plain `sinfo`
+# does not list it, MaxTime 5 min) and `broken` (Hidden=YES, its only node `ghost` is DOWN and
+# never comes up: jobs there pend with ReqNodeNotAvail for ever).
 # Jobs over their --mem are killed within a second (jobacct_gather/linux + OverMemoryKill; there
 # are no cgroups here). cred_expire=5 makes a requeued job restart after ~6 s instead of ~2 min.
+# TaskPlugin=task/affinity binds each job step to the CPUs it asked for (os.sched_getaffinity in
+# a job with --cpus-per-task=2 sees 2 CPUs, with 1 sees 1).
+#
+# The compute node's filesystem view: slurmd runs in its own mount namespace in which
+# $NODE_LOCAL (/node-local) is an empty private tmpfs. Jobs inherit slurmd's namespace, so a file
+# the orchestrator (the "login node") writes under /node-local is invisible to every job, as a
+# login node's local disk is to the compute nodes of a real cluster. Everything else (/tmp,
+# /work, /home) is the same for both.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm
@@ -23,6 +34,7 @@ MARKER="# written by autolab scripts/local-slurm.sh"
 LOG_DIR=/var/log/slurm
 STATE_DIR=/var/lib/slurm
 PACKAGES=(slurmctld slurmd slurm-client munge)
+NODE_LOCAL=/node-local
 
 log() { echo "local-slurm: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -64,7 +76,7 @@ AuthType=auth/munge
 AuthInfo=cred_expire=5
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 SwitchType=switch/none
 ReturnToService=2
 SlurmctldPidFile=/run/slurmctld.pid
@@ -91,8 +103,11 @@ JobCompType=jobcomp/none
 PreemptType=preempt/partition_prio
 PreemptMode=CANCEL
 $node_line NodeAddr=127.0.0.1 State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=60 State=UP OverSubscribe=FORCE:8 PriorityTier=1
-PartitionName=urgent Nodes=ALL Default=NO MaxTime=10 State=UP PriorityTier=10
+NodeName=ghost NodeAddr=192.0.2.1 CPUs=1 RealMemory=1000 State=DOWN Reason="never_comes_up"
+PartitionName=debug Nodes=$host Default=YES MaxTime=60 State=UP OverSubscribe=FORCE:8 PriorityTier=1
+PartitionName=urgent Nodes=$host Default=NO MaxTime=10 State=UP PriorityTier=10
+PartitionName=hidden Nodes=$host Default=NO MaxTime=5 State=UP Hidden=YES OverSubscribe=FORCE:8 PriorityTier=1
+PartitionName=broken Nodes=ghost Default=NO MaxTime=10 State=UP Hidden=YES
 EOF
     chmod 644 "$CONF.tmp"
     if [[ -f $CONF ]] && cmp -s "$CONF.tmp" "$CONF"; then
@@ -121,7 +136,12 @@ start_slurm() {
     fi
     if ! alive /run/slurmd.pid; then
         rm -f /run/slurmd.pid
-        /usr/sbin/slurmd
+        mkdir -p "$NODE_LOCAL"
+        chmod 1777 "$NODE_LOCAL"
+        # the compute node's own /node-local (see the header): slurmd and every job it starts
+        # live in a mount namespace where it is an empty tmpfs
+        unshare --mount --propagation slave sh -c \
+            "mount -t tmpfs -o mode=1777,size=64m node-local '$NODE_LOCAL' && exec /usr/sbin/slurmd"
     fi
 }
 
@@ -140,9 +160,23 @@ wait_ready() {  # the controller answers and the node takes jobs
     die "the node did not come up (state '${state:-none}'); see $LOG_DIR/slurmctld.log and slurmd.log"
 }
 
+share_python() {
+    # The campus-like tests submit as an unprivileged user (tests/slurm_cluster.py creates it),
+    # who must run the same Python as root, as users share a cluster's software installs. Make
+    # the directories above python3 traversable (o+x only: nothing becomes listable).
+    local py dir
+    py=$(python3 -c "import sys; print(sys.executable)" 2>/dev/null) || return 0
+    dir=$(dirname "$py")
+    while [[ $dir != / ]]; do
+        [[ $(stat -c %A "$dir") =~ [xt]$ ]] || chmod o+x "$dir"
+        dir=$(dirname "$dir")
+    done
+}
+
 cmd_up() {
     local t0=$SECONDS
     install_packages
+    share_python
     if write_conf; then  # the configuration changed: running daemons must restart to read it
         stop_pidfile slurmd /run/slurmd.pid
         stop_pidfile slurmctld /run/slurmctld.pid
@@ -150,6 +184,8 @@ cmd_up() {
     start_munge
     start_slurm
     wait_ready
+    # ghost's address (TEST-NET-1) never answers; say so at once instead of after SlurmdTimeout
+    scontrol update NodeName=ghost State=DOWN Reason=never_comes_up 2>/dev/null || true
     log "up in $((SECONDS - t0)) s: $(sinfo -h -o '%P %a %D %T' | tr '\n' ';')"
 }
 

@@ -78,3 +78,44 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+#: The non-root user that submits jobs in the campus-like tests (created on first use).
+LAB_USER = "autolab-lab"
+
+
+def lab_user_home() -> Path:
+    """Create the unprivileged submitting user once (needs root); its home directory."""
+    if subprocess.run(["id", LAB_USER], capture_output=True).returncode != 0:
+        sh("useradd", "--create-home", "--shell", "/bin/bash", LAB_USER)
+    return Path(sh("getent", "passwd", LAB_USER).split(":")[5])
+
+
+def user_dir(name: str) -> Path:
+    """A fresh directory owned by the lab user in its home (on the filesystem jobs share).
+
+    Directories of earlier test runs (over a day old) are removed first.
+    """
+    base = lab_user_home() / "tests"
+    if base.is_dir():
+        for old in base.iterdir():
+            if time.time() - old.stat().st_mtime > 86400:
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink()
+    path = base / name
+    sh("runuser", "-u", LAB_USER, "--", "mkdir", "-p", str(path))
+    return path
+
+
+def as_lab_user(argv: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as the unprivileged user, with this checkout on PYTHONPATH."""
+    home = lab_user_home()
+    tmp = home / "tmp"  # the user's own TMPDIR: /tmp/__pycache__ etc. may belong to root here
+    if not tmp.is_dir():
+        sh("runuser", "-u", LAB_USER, "--", "mkdir", "-p", str(tmp))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": str(home),
+           "LANG": "C.UTF-8", "TMPDIR": str(tmp)}
+    return subprocess.run(["runuser", "-u", LAB_USER, "--", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kw)

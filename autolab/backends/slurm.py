@@ -17,7 +17,6 @@ import getpass
 import importlib.util
 import logging
 import re
-import shlex
 import shutil
 import sys
 import time
@@ -25,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autolab.backends import slurm_cleanup, slurm_preflight, slurm_reasons
 from autolab.backends import slurm_cli as cli
 from autolab.backends.slurm_cli import Row
 from autolab.backends.slurm_options import SlurmOptions, parse_sbatch_args
@@ -87,6 +87,14 @@ class SlurmBackend(JobBackend):
         self._recent: dict[str, float] = {}  # job id -> when this instance submitted it
         self._pump_error: str | None = None
         self._pump_retry_at = float("-inf")
+        self._pump_failures = 0
+        self._squeue_failures = 0
+        self._squeue_retry_at = float("-inf")
+        self._sacct_failures = 0
+        self._sacct_retry_at = float("-inf")
+        self._runs: dict[str, RunDir] = {}  # run directories seen, with their cached files
+        self._states: dict[str, JobState] = {}  # last state of each live run, per squeue refresh
+        self._usable: dict[str, tuple[float, bool]] = {}  # partition -> (when asked, has a node)
 
     # -- availability ------------------------------------------------------------------------
     @classmethod
@@ -101,21 +109,50 @@ class SlurmBackend(JobBackend):
         return None
 
     def check(self) -> str | None:
-        """Also: the controller answers, the partition exists, and sbatch accepts the options."""
+        """Before the first job: the controller answers, the partition (hidden ones too) exists,
+        the effective wall time fits its MaxTime, the account/partition/QOS is an association
+        (where there is accounting), sbatch accepts the options, and (``probe = true``) one tiny
+        job sees the lab's files and imports the job runner (see ``slurm_preflight``)."""
         reason = self.available()
         if reason:
             return reason
         try:
-            partitions = cli.sinfo_partitions()
-            if self.opts.partition and self.opts.partition not in partitions:
-                return (
-                    f"[backend.slurm] partition = {self.opts.partition!r} does not exist; "
-                    f"partitions here: {', '.join(partitions)}"
-                )
+            problem = slurm_preflight.limits_problem(self.opts, self._wall_minutes(), self.user)
+            if problem:
+                return problem
             refused = cli.sbatch_test_only(self._flags())
+            if refused is not None:
+                return self._options_message(refused, None)
+            if self.opts.probe:
+                return slurm_preflight.storage_probe(
+                    self.opts, self.store.root, self.context.state_dir, self._flags(), self.user)
         except BackendError as exc:
             return str(exc)
-        return None if refused is None else self._options_message(refused, None)
+        return None
+
+    def _wall_minutes(self) -> int | None:
+        """The wall time jobs will ask for: time_limit, else the lab's [run] time_limit + 2 min."""
+        if self.opts.time_limit is not None:
+            return self.opts.minutes(None)
+        import tomllib
+
+        from autolab_core.config import RunSection, parse_duration
+
+        try:
+            with open(self.context.lab_root / "autolab.toml", "rb") as f:
+                run = tomllib.load(f).get("run", {})
+        except (OSError, tomllib.TOMLDecodeError):  # a bare backend, no lab: nothing to check
+            return None
+        limit = run.get("time_limit", RunSection().time_limit)
+        return self.opts.minutes(None if limit is None else parse_duration(limit, "[run] time_limit"))
+
+    def cleanup(self) -> list[str]:
+        """Remove job folders of runs that ended more than ``retention`` ago; the experiment ids."""
+        return slurm_cleanup.remove_finished(self.store, self.opts.retention)
+
+    def disk_usage(self) -> int:
+        """Bytes used by this backend's folder (run directories, submitit files)."""
+        return slurm_cleanup.disk_usage(self.store.root)
 
     # -- naming ------------------------------------------------------------------------------
     def job_name(self, experiment_id: str) -> str:
@@ -123,12 +160,15 @@ class SlurmBackend(JobBackend):
 
     def _run(self, handle: JobHandle) -> RunDir:
         path = handle.data.get("run_dir") if handle.data else None
+        if path and path in self._runs:
+            return self._runs[path]
         run = RunDir(path) if path else self.store.lookup(handle.job_id)
         if run is None or not run.exists():
             raise BackendError(
                 f"no record of SLURM job {handle.job_id} under {self.store.root}; "
                 "was [backend.slurm] folder changed? Use reattach() with the SLURM job id"
             )
+        self._runs[str(run.path)] = run
         return run
 
     # -- submitting --------------------------------------------------------------------------
@@ -137,6 +177,8 @@ class SlurmBackend(JobBackend):
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
         """Queue ``specs``; with ``array = true`` the ones sent now go out as one job array.
+
+        The loop calls this once per turn with every candidate ready in that turn.
 
         Returns at once. A spec that has to wait for room under ``max_queued`` gets a handle
         with a local id (``local-...``) and is submitted by a later ``poll``.
@@ -171,15 +213,28 @@ class SlurmBackend(JobBackend):
             "qos": o.qos,
             "constraint": o.constraint,
             "cpus_per_task": o.cpus_per_task or res.get("cpus"),
-            "gpus_per_task": o.gpus_per_task if o.gpus_per_task is not None else res.get("gpus"),
+            "gpus_per_task": (o.gpus_per_task if o.gpus_per_task is not None
+                              else None if o.gres or o.gpus else res.get("gpus")),
+            "gres": o.gres,
+            "cpus_per_gpu": o.cpus_per_gpu,
+            "mem_per_gpu": o.mem_per_gpu,
             "mem": o.mem or (f"{res['memory_gb']}G" if res.get("memory_gb") else None),
             "time": o.minutes(spec.time_limit_s),
-            "setup": list(o.setup) or None,
+            "setup": list(o.setup),
+            "srun_args": list(o.srun_args) or None,
+            "array_parallelism": o.array_parallelism,
             # submitit always asks for a warning signal before the wall time (USR2 by default);
             # SLURM sends it to every process of the job, and USR2 kills a training script.
             # SIGCONT is harmless to every process.
-            "additional_parameters": {"signal": "CONT@5", **parse_sbatch_args(o.sbatch_args)},
+            "additional_parameters": {"signal": "CONT@5", **parse_sbatch_args(o.sbatch_args),
+                                      **({"gpus": o.gpus} if o.gpus is not None else {}),
+                                      **o.additional_parameters},
         }
+        if params["cpus_per_task"]:
+            # srun of SLURM 22.05-23.02 does not inherit --cpus-per-task from sbatch: without
+            # this the job step (the training) may be bound to a single core
+            params["setup"].append(f"export SRUN_CPUS_PER_TASK={params['cpus_per_task']}")
+        params["setup"] = params["setup"] or None
         if not params["gpus_per_task"]:
             params["gpus_per_task"] = None
         # "time" stays even when None: submitit would otherwise ask for its default, 5 minutes
@@ -190,8 +245,8 @@ class SlurmBackend(JobBackend):
         params = self._params(spec or JobSpec("check", ("true",), "."))
         extra = params.pop("additional_parameters", {})
         extra.pop("signal", None)
-        params.pop("signal_delay_s", None)
-        params.pop("setup", None)
+        for local_only in ("signal_delay_s", "setup", "srun_args", "array_parallelism"):
+            params.pop(local_only, None)
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in params.items() if v is not None]
         flags += [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in extra.items()]
         return flags
@@ -231,11 +286,15 @@ class SlurmBackend(JobBackend):
                 active = self._active_count()
                 room = max(0, self.opts.max_queued - active) if self._rows_ok else 0
             batch: list[RunDir] = []
+            seen: set[Path] = set()
             for entry, run in queued[:room]:
-                if run.final() is not None or run.cancelled or not run.exists():
+                if run.path in seen:  # one queued entry per run, ever: drop any duplicate
+                    entry.unlink(missing_ok=True)
+                elif run.final() is not None or run.cancelled or not run.exists():
                     entry.unlink(missing_ok=True)
                 elif not self._recovered(run):
                     batch.append(run)
+                seen.add(run.path)
             groups: dict[str, list[RunDir]] = {}
             for run in batch:
                 key = repr(sorted(self._params(run.spec).items())) if self.opts.array else run.token
@@ -249,11 +308,13 @@ class SlurmBackend(JobBackend):
                     for run in runs:
                         self.store.dequeue(run)
                         self._set_final(run, JobState(JobStatus.FAILED, reason=str(exc)))
-            self._pump_error = None
-        except BackendError as exc:
-            log.warning("slurm backend: submission postponed by %g s: %s", PUMP_BACKOFF_S, exc)
+            self._pump_error, self._pump_failures = None, 0
+        except BackendError as exc:  # transient: retry later, waiting longer after each failure
+            self._pump_failures += 1
+            wait = slurm_reasons.backoff(self._pump_failures, PUMP_BACKOFF_S)
+            log.warning("slurm backend: submission postponed by %g s: %s", wait, exc)
             self._pump_error = str(exc)
-            self._pump_retry_at = time.monotonic() + PUMP_BACKOFF_S
+            self._pump_retry_at = time.monotonic() + wait
 
     def _sbatch(self, runs: list[RunDir]) -> None:
         import submitit
@@ -274,8 +335,10 @@ class SlurmBackend(JobBackend):
 
         def call(run: RunDir) -> Any:
             s = run.spec
+            own_python = bool(self.opts.python) and bool(s.command) and s.command[0] == sys.executable
             return executor.submit(
-                run_job, str(run.path), self._command(s), s.workdir, dict(s.env), s.time_limit_s
+                run_job, str(run.path), list(s.command), s.workdir, dict(s.env), s.time_limit_s,
+                own_python,
             )
 
         try:
@@ -288,23 +351,17 @@ class SlurmBackend(JobBackend):
             for run in runs:
                 run.clear_submitting()
             refusal = cli.sbatch_error_lines(str(exc))
-            if re.search(r"submit limit|MaxSubmit|QOSMax", refusal, re.IGNORECASE):
+            if re.search(r"submit limit|MaxSubmit", refusal, re.IGNORECASE):
                 raise BackendError(
                     f"the QOS takes no more jobs now ({refusal}); set [backend.slurm] "
                     "max_queued below its MaxSubmitJobs to wait locally instead"
                 ) from None
-            if cli.option_at_fault(refusal) is None:
-                raise BackendError(f"sbatch failed: {refusal}") from None
+            if slurm_reasons.transient_refusal(refusal):
+                raise BackendError(f"sbatch failed (will retry): {refusal}") from None
+            # everything else is permanent: stop with SLURM's words and the option to fix
             raise ConfigError(self._options_message(refusal, runs[0].spec)) from None
         for run, job in zip(runs, jobs, strict=True):
             self._record(run, str(job.job_id))
-
-    def _command(self, spec: JobSpec) -> list[str]:
-        """The job's argv; this interpreter is replaced by ``[backend.slurm] python`` if set."""
-        command = list(spec.command)
-        if self.opts.python and command and command[0] == sys.executable:
-            command[:1] = shlex.split(self.opts.python)
-        return command
 
     def _record(self, run: RunDir, job_id: str) -> None:
         run.add_attempt(job_id)
@@ -343,18 +400,29 @@ class SlurmBackend(JobBackend):
         return active + sum(1 for j in self._recent if j not in self._rows)
 
     # -- watching ----------------------------------------------------------------------------
-    def _refresh(self, max_age: float) -> None:
-        if time.monotonic() - self._rows_at < max_age:
-            return
+    def _refresh(self, max_age: float) -> bool:
+        """Ask squeue again when the last answer is older than ``max_age``; True when it did."""
+        now = time.monotonic()
+        if now - self._rows_at < max_age or now < self._squeue_retry_at:
+            return False
         wall = time.time()
         try:
             self._rows = cli.squeue(self.user)
-        except BackendError as exc:
-            log.warning("slurm backend: %s", exc)
-            self._rows_ok = False
-            return
+        except BackendError as exc:  # an outage: back off instead of hammering the controller
+            self._squeue_failures += 1
+            wait = slurm_reasons.backoff(self._squeue_failures, max(1.0, self.opts.poll_interval_s))
+            log.warning("slurm backend: %s (next try in %g s)", exc, wait)
+            self._rows_ok, self._squeue_retry_at = False, now + wait
+            return True
+        self._squeue_failures = 0
         self._rows_ok, self._rows_at, self._rows_wall = True, time.monotonic(), wall
         self._recent = {j: t for j, t in self._recent.items() if t >= wall}
+        return True
+
+    def tick(self, jobs: int) -> float:
+        """Seconds between two squeue calls with ``jobs`` live jobs: grows with their number
+        (0.01 s per job) so that a big sweep does not load the controller or the filesystem."""
+        return max(self.opts.poll_interval_s, 0.01 * jobs)
 
     def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
         runs = {h.job_id: self._run(h) for h in handles}
@@ -362,10 +430,19 @@ class SlurmBackend(JobBackend):
             with self.store.lock():
                 self._pump()
         live = [r for r in runs.values() if self._final_of(r) is None]
+        fresh = False
         if any(r.attempts() for r in live):
-            self._refresh(max_age=self.opts.poll_interval_s)
-            self._ask_accounting(live)
-        return {job_id: self._state(run) for job_id, run in runs.items()}
+            fresh = self._refresh(max_age=self.tick(len(live)))
+            if fresh:
+                self._ask_accounting(live)
+        out = {}
+        for job_id, run in runs.items():
+            key = str(run.path)
+            # between two squeue answers nothing new is known: no file is read again
+            if fresh or key not in self._states or self._final_of(run) is not None:
+                self._states[key] = self._state(run)
+            out[job_id] = self._states[key]
+        return out
 
     def _ask_accounting(self, runs: list[RunDir]) -> None:
         """One sacct call for the jobs squeue no longer shows (purged after MinJobAge)."""
@@ -378,13 +455,17 @@ class SlurmBackend(JobBackend):
                 job_id, at = attempts[-1]["job_id"], attempts[-1]["at"]
                 if job_id not in self._rows and job_id not in self._acct and at < self._rows_wall:
                     missing.append(job_id)
-        if not missing:
+        if not missing or time.monotonic() < self._sacct_retry_at:
             return
         try:
             rows = cli.sacct(job_ids=missing)
-        except BackendError as exc:
-            log.warning("slurm backend: %s", exc)
+        except BackendError as exc:  # slurmdbd down: back off like squeue
+            self._sacct_failures += 1
+            wait = slurm_reasons.backoff(self._sacct_failures, max(1.0, self.opts.poll_interval_s))
+            log.warning("slurm backend: %s (next try in %g s)", exc, wait)
+            self._sacct_retry_at = time.monotonic() + wait
             return
+        self._sacct_failures = 0
         self._accounting = rows is not None
         self._acct.update({k: v for k, v in (rows or {}).items() if v.state in _ENDED})
 
@@ -432,15 +513,20 @@ class SlurmBackend(JobBackend):
         row = self._rows.get(job_id) or self._acct.get(job_id)
         restarts = row.restarts if row else int(current.get("restarts", 0))
         retries = len(attempts) - 1 + sum(int(a.get("restarts", 0)) for a in attempts[:-1]) + restarts
-        exit_rec = run.exit_record()
+        # the job's own files are read only once squeue no longer shows it pending or running
+        # (ended, completing or gone): a thousand live jobs cost no file reads per poll
+        in_queue = row is not None and row.state not in _ENDED and row.state != "COMPLETING"
+        exit_rec = None if in_queue else run.exit_record()
         if exit_rec and (exit_rec.get("job_id") != job_id or exit_rec.get("restart", 0) != restarts):
             exit_rec = None  # from an earlier attempt
-        started = run.started()
+        started = None if in_queue else run.started()
         if started and started.get("job_id") != job_id:
             started = None
+        pending = row is not None and row.state in _PENDING
         common: dict[str, Any] = {
-            "started_at": (started or {}).get("started_at") or (row.start if row else None),
-            "hardware": self._hardware_of(run, job_id, row),
+            "started_at": None if pending else (started or {}).get("started_at") or (
+                row.start if row else None),
+            "hardware": {} if pending else self._hardware_of(run, job_id, row),
         }
         ended: dict[str, Any] = {
             **common,
@@ -448,7 +534,7 @@ class SlurmBackend(JobBackend):
         }
         slurm_state = row.state if row else None
 
-        if run.cancelled and (slurm_state is None or slurm_state in _ENDED):
+        if (slurm_state is None or slurm_state in _ENDED) and run.cancelled:
             return self._set_final(run, JobState(JobStatus.CANCELLED, reason="cancelled", **ended))
         if exit_rec and slurm_state not in _KILLED:
             if exit_rec.get("timed_out"):
@@ -505,14 +591,21 @@ class SlurmBackend(JobBackend):
         if state in _PENDING:
             if row.restarts > 0:
                 if retries > self.opts.max_retries:
-                    cli.scancel(job_id)
+                    self._scancel(job_id)
                     return self._set_final(run, JobState(JobStatus.PREEMPTED, **ended, reason=(
                         f"SLURM requeued job {job_id} {row.restarts} times (preemption or node "
                         f"failure); gave up after max_retries = {self.opts.max_retries}")))
                 return JobState(JobStatus.PENDING, reason=(
                     f"requeued by SLURM after preemption or node failure "
                     f"(retry {retries} of {self.opts.max_retries})"))
-            return JobState(JobStatus.PENDING, reason=row.reason or None)
+            fix = self._never_clears(row)
+            if fix:
+                self._scancel(job_id)
+                return self._set_final(run, JobState(JobStatus.FAILED, **ended, reason=(
+                    f"SLURM will never start job {job_id}: it is pending with reason "
+                    f"{row.reason!r}; {fix}")))
+            return JobState(JobStatus.PENDING, reason=f"pending in SLURM: {row.reason}" if row.reason
+                            and row.reason != "None" else None)
         if state not in _ENDED:
             reason = "suspended" if state == "SUSPENDED" else None
             return JobState(JobStatus.RUNNING, reason=reason, **common)
@@ -550,13 +643,41 @@ class SlurmBackend(JobBackend):
             JobStatus.FAILED, exit_code=row.exit_code, **ended,
             reason=f"SLURM job {job_id} ended {state} {where}; see {err}" + (f": {tail}" if tail else "")))
 
+    def _never_clears(self, row: Row) -> str | None:
+        """What to change when ``row`` (a pending job) waits for something that never comes."""
+        fix = slurm_reasons.permanent_pending(row.reason)
+        if fix or not slurm_reasons.nodes_unavailable(row.reason):
+            return fix
+        partition = row.partition or self.opts.partition or ""
+        asked, usable = self._usable.get(partition, (float("-inf"), True))
+        if time.monotonic() - asked > 60:
+            try:
+                usable = cli.partition_has_usable_node(partition) if partition else True
+            except BackendError:
+                usable = True
+            self._usable[partition] = (time.monotonic(), usable)
+        if usable:
+            return None
+        return (f"every node of partition {partition!r} is down or drained (sinfo --all -N -p "
+                f"{partition} -o '%N %T %E'): set [backend.slurm] partition to another one, or "
+                "ask the admins when the nodes return")
+
+    def _scancel(self, *job_ids: str) -> None:
+        """scancel that warns instead of raising: a failed cancel never ends ``autolab run``."""
+        try:
+            cli.scancel(*job_ids)
+        except BackendError as exc:
+            log.warning("slurm backend: %s; cancel the jobs by hand (scancel %s)", exc, " ".join(job_ids))
+
     def _resubmit(self, run: RunDir, job_id: str, restarts: int) -> None:
         with self.store.lock():
             attempts = run.attempts()
-            if attempts and attempts[-1]["job_id"] == job_id:  # not already done by another process
+            # once per ended attempt: a postponed resubmission stays one queue entry however
+            # often polls see the old job PREEMPTED (and another process may have done it)
+            if attempts and attempts[-1]["job_id"] == job_id and not self.store.is_queued(run):
                 run.set_restarts(job_id, restarts)
                 self.store.enqueue(run, front=True)
-                self._pump()
+            self._pump()
 
     # -- the rest of the interface -----------------------------------------------------------
     def logs(self, handle: JobHandle, since: int = 0) -> LogChunk:
@@ -578,8 +699,8 @@ class SlurmBackend(JobBackend):
             run.mark_cancelled()
             self.store.dequeue(run)
             attempts = run.attempts()
-        if attempts:
-            cli.scancel(attempts[-1]["job_id"])
+        if attempts:  # every SLURM job the experiment ever had (retries included)
+            self._scancel(*dict.fromkeys(a["job_id"] for a in attempts))
         self._rows_at = float("-inf")  # see the cancellation on the next poll
 
     def reattach(self, job_id: str) -> JobHandle | None:

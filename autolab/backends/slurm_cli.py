@@ -18,7 +18,7 @@ from autolab_core.errors import BackendError
 
 COMMAND_TIMEOUT_S = 30.0
 _SQUEUE_FIELDS = ("JobArrayID", "State", "Reason", "RestartCnt", "StartTime", "EndTime", "NodeList",
-                  "Name", "Comment")
+                  "Partition", "Name", "Comment")
 _SACCT_FIELDS = ("JobID", "State", "ExitCode", "Start", "End", "NodeList", "JobName")
 
 
@@ -36,6 +36,7 @@ class Row:
     name: str = ""
     comment: str = ""
     exit_code: int | None = None
+    partition: str = ""
 
 
 def run(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
@@ -76,7 +77,7 @@ def parse_squeue(text: str) -> dict[str, Row]:
         parts = line.split("|", n - 1)
         if len(parts) < n:
             continue
-        job_id, state, reason, restarts, start, end, nodes, name, comment = parts
+        job_id, state, reason, restarts, start, end, nodes, partition, name, comment = parts
         job_id = job_id.strip()
         comment = comment[:-1] if comment.endswith("|") else comment
         rows[job_id] = Row(
@@ -87,6 +88,7 @@ def parse_squeue(text: str) -> dict[str, Row]:
             start=_time(start),
             end=_time(end),
             nodes=_clean(nodes),
+            partition=partition.strip(),
             name=name.strip(),
             comment=_clean(comment),
         )
@@ -142,21 +144,109 @@ def sacct(job_ids: Sequence[str] = (), names: Sequence[str] = ()) -> dict[str, R
     return parse_sacct(proc.stdout)
 
 
-def scancel(job_id: str) -> None:
-    proc = run(["scancel", job_id])
-    if proc.returncode != 0 and "already completing or completed" not in proc.stderr:
-        raise BackendError(f"scancel {job_id} failed ({proc.returncode}): {proc.stderr.strip()}")
+def scancel(*job_ids: str) -> None:
+    """Cancel ``job_ids`` in one call; jobs that already ended are no error."""
+    if not job_ids:
+        return
+    proc = run(["scancel", *job_ids])
+    errors = [ln for ln in proc.stderr.splitlines()
+              if ln.strip() and "already completing or completed" not in ln and "Invalid job id" not in ln]
+    if proc.returncode != 0 and errors:
+        raise BackendError(f"scancel {' '.join(job_ids)} failed ({proc.returncode}): {'; '.join(errors)}")
 
 
 def sinfo_partitions() -> list[str]:
-    """The partition names the controller reports; raises when it does not answer."""
-    proc = run(["sinfo", "--noheader", "--format=%P"], timeout=15)
+    """The partition names the controller reports, hidden ones included; raises when it does not answer."""
+    return list(sinfo_limits())
+
+
+def parse_duration_minutes(text: str) -> float | None:
+    """SLURM's ``[days-]hours:minutes:seconds`` / ``minutes:seconds`` in minutes; None for infinite."""
+    text = text.strip()
+    if not text or text.lower() in ("infinite", "unlimited", "n/a"):
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if len(parts) == 3:
+        h, m, sec = parts
+    elif len(parts) == 2:
+        h, m, sec = 0, parts[0], parts[1]
+    else:
+        h, m, sec = 0, parts[0], 0
+    return (int(days or 0) * 24 + h) * 60 + m + sec / 60
+
+
+def sinfo_limits() -> dict[str, float | None]:
+    """Every partition (``sinfo --all``: hidden ones too) -> its MaxTime in minutes (None: none)."""
+    proc = run(["sinfo", "--all", "--noheader", "--format=%P|%l"], timeout=15)
     if proc.returncode != 0:
         raise BackendError(
             f"the SLURM controller does not answer (sinfo: {proc.stderr.strip() or proc.returncode}); "
             "is slurmctld running? For the local test cluster: scripts/local-slurm.sh up"
         )
-    return [p.strip().rstrip("*") for p in proc.stdout.split() if p.strip()]
+    out: dict[str, float | None] = {}
+    for line in proc.stdout.splitlines():
+        name, _, limit = line.partition("|")
+        if name.strip():
+            out[name.strip().rstrip("*")] = parse_duration_minutes(limit)
+    return out
+
+
+def partition_has_usable_node(partition: str) -> bool:
+    """False when every node of ``partition`` is down, drained or failing."""
+    proc = run(["sinfo", "--noheader", f"--partition={partition}", "--format=%T"], timeout=15)
+    if proc.returncode != 0:
+        return True  # cannot tell: keep waiting
+    states = [s.strip().rstrip("*~#!%$@^-") for s in proc.stdout.split()]
+    return any(not s.startswith(("down", "drain", "fail", "inval", "future")) for s in states)
+
+
+def accounting_enabled() -> bool:
+    """True when the cluster keeps an accounting database (sacctmgr, associations, QOS)."""
+    proc = run(["scontrol", "show", "config"], timeout=15)
+    match = re.search(r"^AccountingStorageType\s*=\s*(\S+)", proc.stdout, re.MULTILINE)
+    return bool(match) and match.group(1) != "accounting_storage/none"  # type: ignore[union-attr]
+
+
+def parse_associations(text: str) -> list[tuple[str, str, set[str]]]:
+    """``sacctmgr -nP show assoc format=account,partition,qos`` rows as (account, partition, qos set)."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 3 and parts[0]:
+            rows.append((parts[0], parts[1], {q for q in parts[2].split(",") if q}))
+    return rows
+
+
+def associations(user: str) -> list[tuple[str, str, set[str]]]:
+    proc = run(["sacctmgr", "--noheader", "--parsable2", "show", "assoc", f"user={user}",
+                "format=account,partition,qos"], timeout=15)
+    if proc.returncode != 0:
+        raise BackendError(f"sacctmgr failed ({proc.returncode}): {proc.stderr.strip()}")
+    return parse_associations(proc.stdout)
+
+
+def association_problem(rows: list[tuple[str, str, set[str]]], account: str | None,
+                        partition: str | None, qos: str | None) -> str | None:
+    """Why ``account``/``partition``/``qos`` is not an association of the user, or None."""
+    hint = "see yours with: sacctmgr show assoc user=$USER format=account,partition,qos"
+    if not rows:
+        return None
+    mine = [r for r in rows if account is None or r[0] == account]
+    if not mine:
+        return (f"[backend.slurm] account = {account!r} is not one of your accounts "
+                f"({', '.join(sorted({r[0] for r in rows}))}); {hint}")
+    if partition is not None:
+        fitting = [r for r in mine if r[1] in ("", partition)]
+        if not fitting:
+            return (f"[backend.slurm] account {mine[0][0]!r} may not use partition = {partition!r} "
+                    f"(its partitions: {', '.join(sorted({r[1] for r in mine}))}); {hint}")
+        mine = fitting
+    if qos is not None and not any(qos in r[2] for r in mine):
+        allowed = sorted(set().union(*(r[2] for r in mine)))
+        return (f"[backend.slurm] qos = {qos!r} is not allowed for this account/partition "
+                f"(allowed: {', '.join(allowed) or 'none listed'}); {hint}")
+    return None
 
 
 # sbatch's refusal messages -> the [backend.slurm] option to fix
@@ -196,3 +286,12 @@ def sbatch_test_only(flags: Sequence[str]) -> str | None:
     if proc.returncode == 0:
         return None
     return sbatch_error_lines(proc.stderr + proc.stdout)
+
+
+def default_partition() -> str | None:
+    """The partition jobs go to without ``--partition`` (marked ``*`` by sinfo)."""
+    proc = run(["sinfo", "--noheader", "--format=%P"], timeout=15)
+    for name in proc.stdout.split():
+        if name.endswith("*"):
+            return name.rstrip("*")
+    return None

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -111,11 +112,16 @@ def run_job(
     workdir: str,
     env: Mapping[str, str],
     time_limit_s: float | None,
+    own_python: bool = False,
 ) -> int:
     """Run ``command`` in ``workdir`` with ``env`` added; record how it ended in ``run_dir``.
 
+    With ``own_python`` the command's first word is replaced by this interpreter (the one
+    ``[backend.slurm] python`` started, e.g. inside a container), so that wrapper applies once.
     Raises when the command fails, so that SLURM records the job as FAILED too.
     """
+    if own_python:
+        command = [sys.executable, *list(command)[1:]]
     rd = Path(run_dir)
     job_id = slurm_job_id()
     restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)

@@ -64,6 +64,12 @@ class SlurmOptions:
     account: str | None = attrs.field(default=None, validator=_non_empty)
     qos: str | None = attrs.field(default=None, validator=_non_empty)
     gpus_per_task: int | None = attrs.field(default=None, validator=_not_negative)
+    #: Generic resources as sbatch ``--gres`` takes them, e.g. ``"gpu:a100:1"``.
+    gres: str | None = attrs.field(default=None, validator=_non_empty)
+    #: GPUs for the whole job (``--gpus``), e.g. ``1`` or ``"a100:2"``.
+    gpus: int | str | None = None
+    cpus_per_gpu: int | None = attrs.field(default=None, validator=_positive)
+    mem_per_gpu: str | None = attrs.field(default=None, validator=_mem)
     cpus_per_task: int | None = attrs.field(default=None, validator=_positive)
     mem: str | None = attrs.field(default=None, validator=_mem)
     #: SLURM wall time for every job; default: the job's own time limit plus two minutes.
@@ -75,6 +81,13 @@ class SlurmOptions:
     setup: list[str] = attrs.field(factory=list)
     #: Any other sbatch flags, e.g. ``["--reservation=ml", "--exclusive"]``.
     sbatch_args: list[str] = attrs.field(factory=list, validator=_sbatch_args)
+    #: sbatch options as a table, as Hydra's submitit launcher takes them,
+    #: e.g. ``{ reservation = "ml", exclusive = true }``.
+    additional_parameters: dict[str, Any] = attrs.field(factory=dict)
+    #: Extra arguments of the ``srun`` that starts the job step, e.g. ``["--cpu-bind=cores"]``.
+    srun_args: list[str] = attrs.field(factory=list)
+    #: The most tasks of one job array running at once (sbatch ``--array=...%N``).
+    array_parallelism: int | None = attrs.field(default=None, validator=_positive)
     #: The most of your jobs in the SLURM queue at once (pending + running), e.g. the QOS's
     #: MaxSubmitJobs. Beyond it submissions wait locally and go out when room frees.
     max_queued: int | None = attrs.field(default=None, validator=_positive)
@@ -86,8 +99,19 @@ class SlurmOptions:
     max_retries: int = attrs.field(default=2, validator=_not_negative)
     #: Where job files go; must be on the filesystem the compute nodes share.
     folder: str | None = None
-    #: The Python that runs jobs on compute nodes; default: this interpreter.
+    #: The Python that runs jobs on compute nodes; default: this interpreter. It may be a
+    #: wrapper such as ``"apptainer exec img.sif python3"``; it is applied once (submitit's
+    #: launcher starts with it, and the job's own Python command reuses that interpreter).
     python: str | None = None
+    #: Check at startup (``check()``) with one tiny job that the compute nodes see the lab's
+    #: files and can import the job runner with ``python``; the result is remembered.
+    probe: bool = True
+    #: How long the startup probe may wait for its job (pending included).
+    probe_timeout: float = attrs.field(default=300.0, metadata={"duration": True},
+                                       validator=_positive)
+    #: Job folders of finished experiments older than this are removed (``cleanup()``).
+    retention: float = attrs.field(default=7 * 86400.0, metadata={"duration": True},
+                                   validator=_not_negative)
 
     def minutes(self, time_limit_s: float | None) -> int | None:
         """The sbatch ``--time`` in minutes for a job with ``time_limit_s``, or None (default)."""

@@ -44,11 +44,41 @@ def read_json(path: Path) -> Any:
 
 
 class RunDir:
-    """One submission of one experiment: its spec, its SLURM attempts and what the job wrote."""
+    """One submission of one experiment: its spec, its SLURM attempts and what the job wrote.
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._spec: JobSpec | None = None
+    There is one instance per path in a process, which keeps what only the backend writes
+    (spec, attempts, final state) in memory after the first read, so that polling a thousand
+    jobs does not re-read their files. What the job writes (exit record, started, hardware) is
+    read from disk each time it is asked for.
+    """
+
+    _instances: dict[str, RunDir] = {}
+    path: Path
+    _spec: JobSpec | None
+    _attempts: list[dict[str, Any]] | None
+    _final: tuple[JobState | None] | None
+    _exists: bool
+
+    def __new__(cls, path: Path | str) -> RunDir:
+        key = str(Path(path))
+        inst = cls._instances.get(key)
+        if inst is None:
+            inst = super().__new__(cls)
+            inst.path = Path(path)
+            inst._spec = None
+            inst._attempts = None
+            inst._final = None
+            inst._exists = False
+            cls._instances[key] = inst
+        return inst
+
+    def __init__(self, path: Path | str) -> None:  # state is set once, in __new__
+        pass
+
+    @classmethod
+    def forget(cls, path: Path) -> None:
+        """Drop the in-memory copy of a removed run directory."""
+        cls._instances.pop(str(path), None)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -61,7 +91,9 @@ class RunDir:
         return read_json(self.path / name)
 
     def exists(self) -> bool:
-        return (self.path / "spec.json").exists()
+        if not self._exists:
+            self._exists = (self.path / "spec.json").exists()
+        return self._exists
 
     # -- written by the backend ------------------------------------------------------------
     @property
@@ -75,19 +107,25 @@ class RunDir:
         return str(self._read("spec.json")["name"])
 
     def attempts(self) -> list[dict[str, Any]]:
-        return list(self._read("attempts.json") or [])
+        if not self._attempts:  # an empty list is read again: another process may submit it
+            self._attempts = list(self._read("attempts.json") or [])
+        return [dict(a) for a in self._attempts]
+
+    def _write_attempts(self, attempts: list[dict[str, Any]]) -> None:
+        write_json(self.path / "attempts.json", attempts)
+        self._attempts = attempts
 
     def add_attempt(self, job_id: str) -> None:
-        attempts = self.attempts()
+        attempts = list(self._read("attempts.json") or [])  # fresh: the lock holder writes
         attempts.append({"job_id": job_id, "at": time.time(), "restarts": 0})
-        write_json(self.path / "attempts.json", attempts)
+        self._write_attempts(attempts)
 
     def set_restarts(self, job_id: str, restarts: int) -> None:
-        attempts = self.attempts()
+        attempts = list(self._read("attempts.json") or [])
         for attempt in attempts:
             if attempt["job_id"] == job_id:
                 attempt["restarts"] = restarts
-        write_json(self.path / "attempts.json", attempts)
+        self._write_attempts(attempts)
 
     def handle_id(self) -> str:
         data = self._read("handle.json")
@@ -110,11 +148,14 @@ class RunDir:
         )
 
     def final(self) -> JobState | None:
-        data = self._read("final.json")
-        return None if data is None else JobState.from_dict(data)
+        if self._final is None or (self._final[0] is None and not self._attempts):
+            data = self._read("final.json")
+            self._final = (None if data is None else JobState.from_dict(data),)
+        return self._final[0]
 
     def set_final(self, state: JobState) -> None:
         write_json(self.path / "final.json", to_dict(state))
+        self._final = (state,)
 
     def submitting(self) -> dict[str, Any] | None:
         data = self._read("submitting.json")

@@ -67,7 +67,7 @@ def test_options_are_validated_naming_the_option(tmp_path: Path) -> None:
         "cpus_per_task": ("2", "cpus_per_task = '2' has the wrong type"),
         "time_limit": ("forever", "time_limit: expected a duration"),
         "partition": ("", "partition is empty"),
-        "qeue": ("x", "unknown key 'qeue'; valid keys: account, array"),
+        "qeue": ("x", "unknown key 'qeue'; valid keys: account, additional_parameters, array"),
     }
     for key, (value, message) in bad.items():
         with pytest.raises(ConfigError, match=re.escape(f"[backend.slurm] {message}")):
@@ -85,12 +85,13 @@ def test_available_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_squeue_and_sacct_output_parsing() -> None:
-    text = ("12_3|RUNNING|None|0|2026-11-27T13:18:43|2026-11-27T14:18:43|vm|autolab-x-e1|/a|b|\n"
-            "13|PENDING|BeginTime|2|N/A|N/A||autolab-x-e2|(null)|\n")
+    text = ("12_3|RUNNING|None|0|2026-11-27T13:18:43|2026-11-27T14:18:43|vm|debug|autolab-x-e1|/a|b|\n"
+            "13|PENDING|BeginTime|2|N/A|N/A||hidden|autolab-x-e2|(null)|\n")
     rows = slurm_cli.parse_squeue(text)
     assert rows["12_3"].state == "RUNNING" and rows["12_3"].nodes == "vm"
     assert rows["12_3"].comment == "/a|b" and rows["12_3"].start is not None
     assert rows["13"].restarts == 2 and rows["13"].start is None and rows["13"].comment == ""
+    assert rows["13"].partition == "hidden" and rows["12_3"].partition == "debug"
     acct = slurm_cli.parse_sacct("7|CANCELLED by 0|0:15|2026-11-27T13:18:43|Unknown|vm|n\n")
     assert acct["7"].state == "CANCELLED" and acct["7"].exit_code == 0 and acct["7"].end is None
 

@@ -1,0 +1,68 @@
+"""``autolab run`` on SLURM as a campus user runs it: nothing trains outside a SLURM job.
+
+An unprivileged user (created by ``tests/slurm_cluster.py``) owns a toy lab in their home and
+runs the real CLI. Its ``train.py`` refuses to run unless ``SLURM_JOB_ID`` is set and records
+every run (inside or outside SLURM) in a file outside the lab. The run must promote the real
+win (LR x2) with every training run inside a SLURM job. This needs the loop never to run a
+candidate's training on the orchestrator's host for a remote backend (issue 14, point 1).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from autolab_core.interfaces import JobBackend
+from tests.slurm_cluster import LAB_USER, REPO, as_lab_user, require_cluster, user_dir
+from tests.toylab import CONFIG, PREPARE, TRAIN
+
+#: Point 1 of issue 14 (the run-split branch): backends say whether their jobs run on this
+#: machine, and the loop never runs a remote candidate's training (its smoke check) here.
+#: Until that lands, every candidate is rejected as "smoke run failed" by this script.
+SMOKE_STAYS_OFF_THE_LOGIN_NODE = hasattr(JobBackend, "runs_on_this_machine")
+
+REFUSE = '''\
+import os, sys
+with open(os.environ["RUN_RECORD"], "a") as record:
+    record.write((os.environ.get("SLURM_JOB_ID") or "outside") + "\\n")
+if not os.environ.get("SLURM_JOB_ID"):
+    sys.exit("train.py: refusing to run outside a SLURM job (login nodes are for editing)")
+'''
+
+
+@pytest.mark.slurm
+@pytest.mark.xfail(not SMOKE_STAYS_OFF_THE_LOGIN_NODE, strict=True,
+                   reason="the loop still smoke-runs candidates on the login node (issue 14 point 1)")
+def test_autolab_run_promotes_a_win_with_no_run_outside_slurm() -> None:
+    require_cluster()
+    root = user_dir(f"e2e-{uuid.uuid4().hex[:8]}")
+    record = root.parent / f"{root.name}-runs.txt"
+    lab_dir = root / "lab"
+    config = CONFIG.replace('[backend]\nname = "local"\n', (
+        '[backend]\nname = "slurm"\n\n[backend.slurm]\npartition = "debug"\n'
+        'cpus_per_task = 1\nmem = "512M"\npoll_interval_s = 0.5\narray = true\n'
+    )).replace("noise_runs = 3", "noise_runs = 2").replace("confirm_runs = 2", "confirm_runs = 1")
+    config = config.replace("[run]\n", f'[run]\nenv = {{ RUN_RECORD = "{record}" }}\n', 1)
+    setup = (
+        "import sys; from pathlib import Path; from autolab_core.lab import Lab\n"
+        "root = Path(sys.argv[1]); root.mkdir()\n"
+        "(root / 'train.py').write_text(sys.argv[2]); (root / 'prepare.py').write_text(sys.argv[3])\n"
+        "Lab.init(root, config_text=sys.argv[4])\n"
+    )
+    made = as_lab_user([sys.executable, "-c", setup, str(lab_dir), REFUSE + TRAIN,
+                        PREPARE.format(noise=0.01, flat=False), config], cwd=REPO)
+    assert made.returncode == 0, made.stderr
+    proc = as_lab_user([sys.executable, "-m", "autolab", "run", "--lab", str(lab_dir), "-n", "2",
+                        "-w", "3"], timeout=600, cwd=lab_dir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    runs = record.read_text().split()
+    assert runs and "outside" not in runs, f"{runs.count('outside')} runs outside SLURM:\n{out}"
+    owners = subprocess.run(["stat", "-c", "%U", str(record)], capture_output=True, text=True)
+    assert owners.stdout.strip() == LAB_USER
+    main_train = subprocess.run(["git", "-C", str(lab_dir), "show", "main:train.py"],
+                                capture_output=True, text=True).stdout
+    assert "LR = 0.02" in main_train, out  # the win was promoted onto main

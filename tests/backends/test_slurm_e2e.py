@@ -15,14 +15,12 @@ import uuid
 
 import pytest
 
-from autolab_core.interfaces import JobBackend
 from tests.slurm_cluster import LAB_USER, REPO, as_lab_user, require_cluster, user_dir
 from tests.toylab import CONFIG, PREPARE, TRAIN
 
 #: Point 1 of issue 14 (the run-split branch): backends say whether their jobs run on this
 #: machine, and the loop never runs a remote candidate's training (its smoke check) here.
 #: Until that lands, every candidate is rejected as "smoke run failed" by this script.
-SMOKE_STAYS_OFF_THE_LOGIN_NODE = hasattr(JobBackend, "runs_on_this_machine")
 
 REFUSE = '''\
 import os, sys
@@ -34,8 +32,6 @@ if not os.environ.get("SLURM_JOB_ID"):
 
 
 @pytest.mark.slurm
-@pytest.mark.xfail(not SMOKE_STAYS_OFF_THE_LOGIN_NODE, strict=True,
-                   reason="the loop still smoke-runs candidates on the login node (issue 14 point 1)")
 def test_autolab_run_promotes_a_win_with_no_run_outside_slurm() -> None:
     require_cluster()
     root = user_dir(f"e2e-{uuid.uuid4().hex[:8]}")

@@ -174,3 +174,23 @@ def test_a_run_python_that_does_not_exist_is_refused_with_the_fix(tmp_path: Path
     said = flat(run.stdout + run.stderr)
     assert "[run] python = '/no/such/venv/bin/python' is not an executable file" in said, said
     assert "give the interpreter's full path" in said and "Traceback" not in said
+
+
+def test_jobs_get_the_seed_in_every_documented_variable_and_on_the_command_line(
+        tmp_path: Path) -> None:
+    """``{seed}`` in ``[run] command`` and ``AUTOLAB_SEED_DATA``/``_INIT`` carry the run's
+    seed; the training script exits 1 unless all agree, so the three baselines finishing with
+    seeds 0, 1, 2 shows each job got its own seed everywhere."""
+    lab = make_toy_lab(tmp_path / "lab")
+    check = ('import sys\nassert sys.argv[1:] == ["--seed", os.environ["AUTOLAB_SEED"]], sys.argv\n'
+             'assert os.environ["AUTOLAB_SEED_DATA"] == os.environ["AUTOLAB_SEED_INIT"] == '
+             'sys.argv[2]\n')
+    (lab.root / "train.py").write_text(TRAIN.replace("LR = 0.01", check + "LR = 0.01"))
+    text = (lab.root / "autolab.toml").read_text().replace(
+        'command = "python train.py"', 'command = "python train.py --seed {seed}"')
+    (lab.root / "autolab.toml").write_text(text)
+    lab.repo.git.commit("-am", "take the seed as an argument")
+    run = autolab(Lab(lab.root), "run", "-n", "1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    baselines = [r for r in records(lab) if r.role == Role.BASELINE]
+    assert sorted(r.seed for r in baselines if r.status is ExperimentStatus.FINISHED) == [0, 1, 2]

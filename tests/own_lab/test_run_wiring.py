@@ -97,17 +97,21 @@ def test_a_failed_run_shows_its_cause_and_main_is_retried_once_fixed(tmp_path: P
     cause = f"ModuleNotFoundError: No module named '{MISSING}'"
     assert cause in said, said  # in the console, not only in a log file
     assert SECRET not in first.stdout + first.stderr and "token ***" in said
+    # A failed baseline is replaced until noise_runs of them failed in this session.
     failed = [r for r in records(lab) if r.status is ExperimentStatus.FAILED]
-    assert len(failed) == 3 and all(cause in (r.reason or "") for r in failed)
+    assert len(failed) >= 3 and all(cause in (r.reason or "") for r in failed)
     assert all(SECRET not in json.dumps(to_dict(r)) for r in records(lab))
     status = autolab(lab, "status")
-    assert cause in flat(status.stdout) and "failed (3" in status.stdout
+    assert cause in flat(status.stdout) and f"failed ({len(failed)}" in status.stdout
 
     # The environment is fixed: the next run retries main instead of stopping at once.
     second = autolab(lab, "run", "-n", "1", extra_path=fixed_env(tmp_path))
     assert second.returncode == 0, second.stdout + second.stderr
     baselines = [r for r in records(lab) if r.role == Role.BASELINE]
-    assert sorted(r.status.value for r in baselines) == ["failed"] * 3 + ["finished"] * 3
+    # The earlier failures are kept in the records (with any run the first session left
+    # behind, which ended in the old environment); main is measured again.
+    assert {r.id for r in failed} <= {r.id for r in baselines if r.status is ExperimentStatus.FAILED}
+    assert len([r for r in baselines if r.status is ExperimentStatus.FINISHED]) == 3
 
 
 def test_a_deleted_state_folder_is_rebuilt_with_a_note(tmp_path: Path) -> None:
@@ -125,9 +129,10 @@ def test_a_deleted_state_folder_is_rebuilt_with_a_note(tmp_path: Path) -> None:
     # The failed baselines' checkouts, and any checked out ahead for queued candidates.
     assert re.search(r"note: pruned [3-9] worktree registration\(s\) whose folders were deleted",
                      said), said
-    assert "note: rebuilt 3 experiment record(s)" in said
-    statuses = sorted(r.status.value for r in records(lab) if r.role == Role.BASELINE)
-    assert statuses == ["failed"] * 3 + ["finished"] * 3
+    assert re.search(r"note: rebuilt [3-9] experiment record\(s\) in \.autolab/", said), said
+    finished = [r for r in records(lab) if r.status is ExperimentStatus.FINISHED]
+    assert len([r for r in finished if r.role == Role.BASELINE]) == 3
+    assert len([r for r in records(lab) if r.status is ExperimentStatus.FAILED]) >= 3
 
 
 def fake_interpreter(tmp_path: Path) -> tuple[Path, Path]:

@@ -8,7 +8,6 @@ import math
 import attrs
 import pytest
 
-from autolab.run import gate
 from autolab.reporting.gate_runs import GateRuns
 from autolab.reporting.summary import (
     gantt_segments,
@@ -22,6 +21,7 @@ from autolab.reporting.summary import (
     utilisation,
 )
 from autolab.reporting.synthetic import synthetic_lab
+from autolab.run import gate
 from autolab_core.config import PromotionSection
 from autolab_core.models import (
     Direction,

@@ -246,4 +246,5 @@ class RunLoop:
             self.ledger.flush_records()
             time.sleep(self.options.poll_interval)
         self.promotion.judge()
+        self.check_seeds()  # the last baselines may have ended while draining
         self.ledger.flush_records()

@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import attrs
 
+from autolab_core.config import resolve_python
 from autolab_core.secrets import job_env, scrub
 
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -123,10 +123,12 @@ def guess_from_source(source: str) -> MetricGuess | None:
                        direction="maximize" if _MAXIMIZE.search(name) else "minimize", last=None)
 
 
-def probe(root: Path, argv: Sequence[str], time_limit: float, keep_lines: int = 400) -> ProbeResult:
-    """Run ``argv`` in ``root`` once, as a job would (allow-listed environment, seed 0, this
-    interpreter's ``python`` first on PATH), stopping it after ``time_limit`` seconds."""
-    bin_dir = str(Path(sys.executable).parent)
+def probe(root: Path, argv: Sequence[str], time_limit: float, keep_lines: int = 400,
+          python: str | None = None) -> ProbeResult:
+    """Run ``argv`` in ``root`` once, as a job would (allow-listed environment, seed 0, the
+    directory of ``python`` (``[run] python``; default: this interpreter) first on PATH),
+    stopping it after ``time_limit`` seconds."""
+    bin_dir = os.path.dirname(resolve_python(python))
     with tempfile.TemporaryDirectory(prefix="autolab-probe-") as out:
         env = job_env(extra={"AUTOLAB_SEED": "0", "AUTOLAB_OUTPUT_DIR": out,
                              "PYTHONUNBUFFERED": "1"})

@@ -7,8 +7,11 @@ function for their own option tables.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import sys
 import tomllib
 import types
 import typing
@@ -126,12 +129,38 @@ class RunSection:
     time_limit: float | None = attrs.field(default=1800.0, metadata={"duration": True})
     env: dict[str, str] = attrs.field(factory=dict)
     seed_env: str = "AUTOLAB_SEED"
+    # The interpreter whose directory goes first on PATH for the lab's commands (so `python`
+    # in `command` is it); None: the interpreter that runs autolab (and the job runner).
+    python: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_python(v))
 
     def argv(self) -> tuple[str, ...]:
         return _argv(self.command)
 
+    def python_dir(self) -> str:
+        """The directory put first on PATH for the lab's commands."""
+        return os.path.dirname(resolve_python(self.python))
+
     def eval_argv(self) -> tuple[str, ...] | None:
         return None if self.eval_command is None else _argv(self.eval_command)
+
+
+def resolve_python(python: str | None) -> str:
+    """The absolute path of ``[run] python`` (a path, or a name found on PATH); None: the
+    interpreter running autolab."""
+    if python is None:
+        return sys.executable
+    found = shutil.which(os.path.expanduser(python))
+    if found is None:
+        raise ValueError(
+            f"python = {python!r} is not an executable file or a command on PATH; give the "
+            "interpreter's full path (e.g. '/path/to/venv/bin/python'), or remove the key to "
+            "run the lab's commands with the interpreter that runs autolab")
+    return os.path.abspath(found)
+
+
+def _check_python(python: str | None) -> None:
+    """attrs validator of ``[run] python``."""
+    resolve_python(python)
 
 
 def _argv(command: str | list[str]) -> tuple[str, ...]:

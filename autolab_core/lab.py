@@ -295,7 +295,12 @@ class Lab:
             if path.exists():
                 return path
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._git("worktree", "add", "--detach", str(path), commit)
+            try:
+                self._git("worktree", "add", "--detach", str(path), commit)
+            except git.GitCommandError:
+                # A registration whose folder was deleted (with .autolab/) blocks the path.
+                self._git("worktree", "prune")
+                self._git("worktree", "add", "--detach", str(path), commit)
         return path
 
     def remove_worktree(self, path: Path) -> None:

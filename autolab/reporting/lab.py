@@ -23,6 +23,8 @@ from typing import Any
 
 from autolab.reporting.options import parse_reporter_options
 from autolab.reporting.status import BudgetUsage, status_from_experiments
+from autolab.run import gate
+from autolab.seed_check import seed_status
 from autolab_core.models import Experiment, ExperimentStatus
 from autolab_core.vocab import Role
 
@@ -79,7 +81,15 @@ def lab_status(lab: Any, store: Any = None, now: float | None = None) -> Any:
     return status_from_experiments(
         experiments, metric=cfg.metric.name, direction=cfg.metric.dir, latest=store,
         budget=budget_usage(lab, experiments, now), now=now, promotion=cfg.promotion,
+        notes=[line for line in [seed_line(lab, experiments)] if line],
     )
+
+
+def seed_line(lab: Any, experiments: list[Experiment]) -> str | None:
+    """The seed check on the baselines of the current ``main`` (None: they differ, or too few)."""
+    cfg = lab.config
+    code = lab.files_hash(lab.main_commit(), sorted({*cfg.files.editable, *cfg.files.protected}))
+    return seed_status(gate.values(gate.main_runs(experiments, code)), cfg.metric.name)
 
 
 def write_lab_report(lab: Any, out: Path, store: Any = None, png: bool | None = None

@@ -114,8 +114,12 @@ def status_from_experiments(
     queue_rows: int = 10,
     metric_columns: int = 4,
     promotion: PromotionSection | None = None,
+    notes: Sequence[str] = (),
+    failure_rows: int = 5,
 ) -> Any:
-    """The status screen as a ``rich.console.Group``."""
+    """The status screen as a ``rich.console.Group``. ``notes``: lines about the lab as a whole
+    (e.g. the seed check of :func:`autolab.seed_check.seed_status`), shown under the summary;
+    the last ``failure_rows`` failed experiments are listed with their reasons (output tails)."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -128,6 +132,7 @@ def status_from_experiments(
     parts: list[Any] = []
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no experiments yet"
     parts.append(Text(f"{len(experiments)} experiments: {summary}", style="bold"))
+    parts += [Text(note, style="yellow") for note in notes]
 
     entries = leaderboard(experiments, direction, promotion)
     if entries:
@@ -170,6 +175,17 @@ def status_from_experiments(
     if len(waiting) > queue_rows:
         queue.caption = f"... and {len(waiting) - queue_rows} more"
     parts.append(queue)
+
+    failed = [e for e in experiments if e.status is ExperimentStatus.FAILED]
+    if failed and failure_rows > 0:
+        ftable = Table(title=f"failed ({len(failed)}, the last {min(len(failed), failure_rows)})",
+                       title_justify="left")
+        for col in ("experiment", "hypothesis", "reason"):
+            ftable.add_column(col, no_wrap=col == "experiment")
+        last = sorted(failed, key=lambda e: (e.history[-1].at if e.history else 0.0, id_key(e.id)))
+        for e in last[-failure_rows:]:
+            ftable.add_row(e.id, Text(e.hypothesis.title[:40]), Text(e.reason or "-"))
+        parts.append(ftable)
 
     if budget is not None:
         btable = Table(title="budgets", title_justify="left")

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from rich.markup import escape
 
 from autolab.agents.base import PatchWriter, Proposer
 from autolab.agents.knobs import KnobExplorer, RandomSearch
+from autolab.lab_recovery import recover_state
 from autolab.run.jobs import Jobs
 from autolab.run.ledger import open_ledger
 from autolab.run.loop import RunLoop, RunOptions
@@ -56,6 +58,7 @@ def make_roles(lab: Lab, pm: PluginManager, strategy: str | None = None
         "exclude": cfg.search.exclude,
         "focus": cfg.search.focus,
         "seed": cfg.search.seed,
+        "command": cfg.run.argv(),  # knobs the command fixes are never proposed
     }
     knobs = KnobExplorer(**knob_args)
     if strategy == "random":
@@ -79,6 +82,8 @@ def build_loop(
     strategy: str | None = None,
 ) -> RunLoop:
     """Everything ``autolab run`` needs, from the lab's config and ``options``."""
+    for note in recover_state(lab):  # the user may have deleted .autolab/: never a traceback
+        say("note: " + escape(note))
     pm = pm or get_plugin_manager()
     backend = make_backend(lab, pm, workers=options.workers)
     problem = backend.check()

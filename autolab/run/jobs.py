@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from rich.markup import escape as rich_escape
 
+from autolab.lab_recovery import OutputTail, failure_reason
 from autolab.run.ledger import Ledger
-from autolab_core.config import Config
+from autolab.seed_check import seed_env, seeded_argv
+from autolab_core.config import Config, resolve_python
 from autolab_core.interfaces import JobBackend, MetricStore
 from autolab_core.metriclines import RESULT_PREFIX, parse_metric_line
 from autolab_core.models import (
@@ -42,7 +45,7 @@ def run_spec(exp: Experiment, config: Config, eval_hash: str) -> dict[str, Any]:
     """What the runner (``python -m autolab_core.runner``) must do for ``exp``."""
     return {
         "experiment_id": exp.id,
-        "train": list(config.run.argv()),
+        "train": list(seeded_argv(config.run.argv(), exp.seed)),
         "eval": list(config.run.eval_argv() or []) or None,
         "protected": list(config.files.protected),
         "eval_hash": eval_hash,
@@ -51,6 +54,8 @@ def run_spec(exp: Experiment, config: Config, eval_hash: str) -> dict[str, Any]:
         "results_file": config.metric.results_file,
         "seed_env": config.run.seed_env,
         "seed": exp.seed,
+        # The interpreter whose bin directory the runner puts first on PATH (None: its own).
+        "python": None if config.run.python is None else resolve_python(config.run.python),
     }
 
 
@@ -144,6 +149,7 @@ class Jobs:
             workdir=str(workdir),
             env={
                 **cfg.run.env,
+                **seed_env(exp.seed, cfg.run.seed_env),
                 "AUTOLAB_RUN_SPEC": json.dumps(spec),
                 "AUTOLAB_RESULT_NONCE": exp.nonce,
                 "AUTOLAB_EXPERIMENT_ID": exp.id,
@@ -277,6 +283,8 @@ class Jobs:
             exp = exp.with_status(ExperimentStatus.FINISHED, at=state.finished_at)
         else:
             exp = _failed(exp, state, hardware, cost)
+            if exp.status is ExperimentStatus.FAILED:
+                exp = self._with_output_tail(exp)
         if self.reporter is not None:
             found = self.reporter.flags_on_finish(exp, state, self.ledger.experiments())
             flags = _new_flags(exp.flags, found)
@@ -290,11 +298,22 @@ class Jobs:
                             f"{exp.result.value:.4f} ({exp.role}) {exp.hypothesis.title}")
         else:
             self.ledger.say(f"[red]{exp.status.value}[/] {exp.id} {exp.hypothesis.title}: "
-                            f"{exp.reason}")
+                            f"{rich_escape(exp.reason or '')}")
         self.ledger.record([exp], f"autolab: record {exp.id} ({exp.status.value}): "
                                   f"{exp.hypothesis.title}")
         self.ledger.hooks.experiment_finished(exp)
         return exp
+
+    def _with_output_tail(self, exp: Experiment) -> Experiment:
+        """``exp`` whose reason shows the cause and the last lines the job printed (scrubbed)."""
+        if exp.handle is None:
+            return exp
+        tail = OutputTail()
+        try:
+            tail.feed(self.backend.logs(exp.handle, 0).text)
+        except Exception as exc:  # a lost log must not lose the verdict
+            tail.feed(f"(could not read the job's output: {exc})\n")
+        return attrs.evolve(exp, reason=failure_reason(exp.reason or "failed", tail.lines()))
 
 
 def _failed(exp: Experiment, state: JobState, hardware: Mapping[str, Any],

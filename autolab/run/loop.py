@@ -20,13 +20,16 @@ import time
 from typing import Any
 
 import attrs
+from rich.markup import escape
 
+from autolab.agents.knobs import compute_kind
 from autolab.run import gate
 from autolab.run.jobs import Jobs
 from autolab.run.ledger import Ledger
-from autolab.run.promotion import Promotion, schedule_baselines
+from autolab.run.promotion import Promotion, calibrated_main_values, schedule_baselines
 from autolab.run.proposals import ProposalPipeline, Roles, rebase
 from autolab.run.smoke import SmokeCheck, smoke_check
+from autolab.seed_check import seed_warning
 from autolab_core.models import Experiment, ExperimentStatus
 from autolab_core.vocab import Role, Verdict
 
@@ -53,7 +56,7 @@ class RunLoop:
                  smoke: SmokeCheck | None = None) -> None:
         self.ledger = ledger
         self.jobs = jobs
-        self.promotion = Promotion(ledger)
+        self.promotion = Promotion(ledger, compute_kind=compute_kind)
         self.roles = roles
         self.options = options
         self.lab = ledger.lab
@@ -70,6 +73,7 @@ class RunLoop:
         self._pipeline: ProposalPipeline | None = None
         self._changed = True  # something finished: main may need new baseline runs
         self._last_progress = time.time()
+        self._seeds_checked: set[str] = set()  # main code hashes whose baselines were checked
 
     # -- what the live table and the tests read ----------------------------------------------
     def experiments(self) -> list[Experiment]:
@@ -158,6 +162,7 @@ class RunLoop:
             finally:
                 if self._pipeline is not None:
                     self._pipeline.stop()
+                self.ledger.flush_records()  # also when main fails to run: its records stay
                 if old is not None:
                     signal.signal(signal.SIGINT, old)
                 self.store.close()  # flushes; the store's single-writer lock is released
@@ -172,7 +177,7 @@ class RunLoop:
     def _run(self) -> None:
         self.ledger.sync_records()
         self.jobs.reattach()
-        schedule_baselines(self.ledger)
+        schedule_baselines(self.ledger, self.started_at)
         self._pipeline = self.pipeline()
         self._pipeline.start()
         stop_reason: str | None = None
@@ -183,7 +188,8 @@ class RunLoop:
             if stop_reason:
                 break
             if self._changed:
-                schedule_baselines(self.ledger)
+                schedule_baselines(self.ledger, self.started_at)
+                self.check_seeds()
                 self._changed = False
             self.fill_slots()
             self.ledger.flush_records()
@@ -196,6 +202,21 @@ class RunLoop:
         self.ledger.say(f"[bold]stopping:[/] {stop_reason}")
         self._pipeline.stop()
         self._drain()
+
+    def check_seeds(self) -> str | None:
+        """Once per main code, when its baselines have all ended: warn (and return the warning)
+        if they gave identical values, i.e. the script ignores the seed it is given."""
+        found = calibrated_main_values(self.ledger)
+        if found is None or found[0] in self._seeds_checked:
+            return None
+        code, values = found
+        self._seeds_checked.add(code)
+        cfg = self.config
+        text = seed_warning(values, metric=cfg.metric.name, seed_env=cfg.run.seed_env,
+                            min_sigma=cfg.promotion.min_sigma)
+        if text is not None:
+            self.ledger.say(escape(text))
+        return text
 
     def progress(self, every: float = 30.0) -> None:
         """A one-line summary of the session every ``every`` seconds."""
@@ -225,4 +246,5 @@ class RunLoop:
             self.ledger.flush_records()
             time.sleep(self.options.poll_interval)
         self.promotion.judge()
+        self.check_seeds()  # the last baselines may have ended while draining
         self.ledger.flush_records()

@@ -9,10 +9,11 @@ metric store or LLM, so ``autolab approve`` builds nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
+from autolab.lab_recovery import blocking_baseline_failures
 from autolab.run import gate
 from autolab.run.ledger import Ledger
 from autolab_core.errors import LabError
@@ -23,10 +24,12 @@ from autolab_core.vocab import Flag, FlagKind, Role, Verdict, needs_human
 _DEAD = (ExperimentStatus.FAILED, ExperimentStatus.CANCELLED, ExperimentStatus.REJECTED)
 
 
-def schedule_baselines(ledger: Ledger) -> list[Experiment]:
+def schedule_baselines(ledger: Ledger, run_started: float = 0.0) -> list[Experiment]:
     """Queue runs of main with new seeds until its noise is calibrated; returns them.
 
-    Raises :class:`LabError` when main itself keeps failing to run.
+    Raises :class:`LabError` when main itself keeps failing to run in this session (failures
+    before ``run_started``, a ``time.time()``, stay in the records but are retried: the
+    environment may have been fixed since).
     """
     config, lab = ledger.config, ledger.lab
     code = ledger.main_code()
@@ -36,7 +39,7 @@ def schedule_baselines(ledger: Ledger) -> list[Experiment]:
     have_runs = len(gate.main_runs(exps, code))
     promoted_here = have_runs - len([e for e in have if e.status is ExperimentStatus.FINISHED])
     missing = config.promotion.noise_runs - len(have) - promoted_here
-    broken = [e for e in mine if e.status is ExperimentStatus.FAILED]
+    broken = blocking_baseline_failures(exps, code, run_started)
     if missing > 0 and len(broken) >= config.promotion.noise_runs:
         raise LabError(
             f"main itself fails to run: {len(broken)} baseline runs failed, the last with: "
@@ -63,12 +66,28 @@ def schedule_baselines(ledger: Ledger) -> list[Experiment]:
     return queued
 
 
+def calibrated_main_values(ledger: Ledger) -> tuple[str, list[float]] | None:
+    """``(main's code hash, the metric values that measure its noise)`` once every baseline of
+    the current main has ended and at least ``noise_runs`` values exist, else None."""
+    code = ledger.main_code()
+    exps = ledger.experiments()
+    if any(e.role == Role.BASELINE and e.base_code == code and not e.done for e in exps):
+        return None
+    values = gate.values(gate.main_runs(exps, code))
+    if len(values) < ledger.config.promotion.noise_runs:
+        return None
+    return code, values
+
+
 class Promotion:
     """Verdicts on finished candidates, and promotion of confirmed wins to ``main``."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, compute_kind: Callable[[str], str] | None = None) -> None:
+        """``compute_kind(knob name)``: ``"steps"``, ``"batch"``, ``"width"``... or ``""``
+        (:func:`autolab.agents.knobs.compute_kind`; passed in, this layer imports no agents)."""
         self.ledger = ledger
         self.config = ledger.config
+        self.compute_kind = compute_kind or (lambda _name: "")
 
     def judge(self) -> None:
         """Give every finished candidate whose comparison is ready its verdict."""
@@ -153,6 +172,13 @@ class Promotion:
         cost = cost_ratio(runs, gate.main_runs(exps, cand.base_code or ""),
                           self.config.promotion.min_cost_seconds)
         limit = self.config.promotion.max_cost_increase
+        knobs = compute_knobs(cand.hypothesis.changes, self.compute_kind)
+        if cost is not None and cost > 1 and knobs:
+            self._verdict(cand, Verdict.NEEDS_EQUAL_COMPUTE, v,
+                          f"wins ({v.describe(metric)}) but changes {knobs} and costs "
+                          f"{100 * (cost - 1):.0f}% more CPU per run than main; compare it at "
+                          "equal compute (same CPU per run) before promoting")
+            return
         if cost is not None and cost > 1 + limit:
             self._verdict(cand, Verdict.NEEDS_EQUAL_COMPUTE, v,
                           f"wins ({v.describe(metric)}) but costs {100 * (cost - 1):.0f}% more "
@@ -206,6 +232,12 @@ class Promotion:
         self._verdict(cand, Verdict.REVALIDATING, v,
                       f"won on an older main; re-running on the current main as {again.id}")
         self.ledger.put(again)
+
+
+def compute_knobs(changes: Iterable[str], compute_kind: Callable[[str], str]) -> str:
+    """The compute knobs among ``changes`` as ``"n_embd (width), max_iters (steps)"``, or ``""``."""
+    found = [(name, compute_kind(name)) for name in changes]
+    return ", ".join(f"{name} ({kind})" for name, kind in found if kind)
 
 
 def cost_ratio(runs: Iterable[Experiment], base: Iterable[Experiment],

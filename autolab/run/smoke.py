@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
+from autolab.seed_check import seed_env, seeded_argv
 from autolab_core.config import Config
 from autolab_core.lab import Lab
 from autolab_core.models import Experiment
@@ -37,9 +39,10 @@ def smoke_run_here(lab: Lab, exp: Experiment, commit: str) -> str | None:
     try:
         out = path / ".autolab-out"
         out.mkdir(exist_ok=True)
-        env = {config.run.seed_env: "0", "AUTOLAB_OUTPUT_DIR": str(out),
+        env = {**seed_env(0, config.run.seed_env), "AUTOLAB_OUTPUT_DIR": str(out),
+               "PATH": os.pathsep.join([config.run.python_dir(), os.environ.get("PATH", "")]),
                **config.run.env, **search.smoke_env}
-        result = smoke_run(path, config.run.argv(), env, search.smoke_seconds)
+        result = smoke_run(path, seeded_argv(config.run.argv(), 0), env, search.smoke_seconds)
     finally:
         lab.remove_worktree(path)
     return None if result.ok else f"smoke run failed: {result.reason}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from runfixtures import HookLog, baselines, candidate, finished
 from toylab import make_toy_lab
@@ -142,3 +143,27 @@ def test_baselines_are_scheduled_until_the_noise_is_measured(tmp_path: Path) -> 
         ledger.put(exp.with_status(ExperimentStatus.FAILED, "python: not found"))
     with pytest.raises(LabError, match="main itself fails to run: 3 baseline runs failed"):
         schedule_baselines(ledger)
+
+
+def test_a_win_that_changes_a_compute_knob_and_costs_more_is_held_naming_the_knob(
+        tmp_path: Path) -> None:
+    """The fair-compute rule: a wider model that costs 10% more (under max_cost_increase) is
+    held for an equal-compute comparison; the same cost without a compute knob is promoted."""
+    from autolab.agents.knobs import compute_kind
+
+    for changes, expected in (({"WIDTH": 16}, Verdict.NEEDS_EQUAL_COMPUTE),
+                              ({"LR": 0.02}, Verdict.PROMOTED)):
+        lab, ledger, _, _ = setup(tmp_path / str(expected))
+        promotion = Promotion(ledger, compute_kind=compute_kind)
+        baselines(ledger, BASE, cpu=10.0)
+        cand = candidate(ledger, 0.80, cpu=11.0)
+        cand = ledger.put(attrs.evolve(cand, hypothesis=attrs.evolve(cand.hypothesis,
+                                                                     changes=changes)))
+        promotion.judge()
+        finish_confirms(ledger, cand, [0.81, 0.79], cpu=11.0)
+        promotion.judge()
+        done = ledger.get(cand.id)
+        assert done is not None and done.verdict == expected, done
+        if expected == Verdict.NEEDS_EQUAL_COMPUTE:
+            assert "changes WIDTH (width) and costs 10% more CPU per run" in (done.reason or "")
+            assert "LR = 0.01" in lab.read(lab.main_commit(), "train.py")

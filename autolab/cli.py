@@ -238,6 +238,7 @@ def approve(lab_dir: Path, experiment: str) -> None:
     """Promote EXPERIMENT, a winning candidate held back by an anomaly flag, after review."""
     import getpass
 
+    from autolab.agents.knobs import compute_kind
     from autolab.run.ledger import open_ledger
     from autolab.run.promotion import Promotion
     from autolab_core.errors import AutolabError
@@ -247,7 +248,8 @@ def approve(lab_dir: Path, experiment: str) -> None:
     try:
         lab = Lab(lab_dir)
         with lab.exclusive("orchestrator", "an `autolab run`"):
-            exp = Promotion(open_ledger(lab, say=console.print)).approve(
+            ledger = open_ledger(lab, say=console.print)
+            exp = Promotion(ledger, compute_kind=compute_kind).approve(
                 experiment, getpass.getuser())
     except AutolabError as exc:
         _fail(str(exc))

@@ -102,11 +102,30 @@ class MainGuard:
             return
         raise TamperAlert(ref, expected, actual)
 
-    def check(self) -> None:
-        """Verify ``main`` and every experiment branch (call once per loop tick)."""
+    def check(self, restore: bool = True) -> None:
+        """Verify ``main`` and every experiment branch (call once per loop tick). With
+        ``restore``, a moved ref is put back where autolab left it (the unexpected commit is
+        kept under ``refs/autolab/tampered/``) before the alert is raised."""
         now = self.refs()
         for ref in sorted(set(now) | set(self.expected)):
-            self.verify(ref, now.get(ref))
+            try:
+                self.verify(ref, now.get(ref))
+            except TamperAlert as alert:
+                if restore:
+                    self._restore(alert)
+                raise
+
+    def _restore(self, alert: TamperAlert) -> None:
+        ref, expected, actual = alert.ref, alert.expected, alert.actual
+        if actual is not None:
+            keep = f"refs/autolab/tampered/{ref.removeprefix('refs/heads/')}-{actual[:12]}"
+            self.lab._git("update-ref", keep, actual)
+        if expected is None:
+            self.lab._git("update-ref", "-d", ref, actual or "")
+        else:
+            self.lab._git("update-ref", ref, expected, actual or "0" * 40)
+        alert.args = (f"{alert.args[0]} autolab has put {ref} back to "
+                      f"{expected or '(deleted)'}; the other commit is kept as {keep if actual else '-'}.",)
 
 
 class Pins:

@@ -284,15 +284,15 @@ def scan_results(log_text: str, key: bytes, experiment_id: str | None = None) ->
         sig = payload.pop("sig", None) if payload else None
         if (payload is None or not isinstance(sig, str) or not key
                 or not hmac.compare_digest(sig, sign(payload, key))):
-            forged.append(line[:300])
+            forged.append(line[:1000])
             continue
         try:
             result = RunResult.from_dict(payload)
         except SpecError:
-            forged.append(line[:300])
+            forged.append(line[:1000])
             continue
         if experiment_id is not None and result.experiment_id != experiment_id:
-            forged.append(line[:300])
+            forged.append(line[:1000])
             continue
         valid.append(result)
     return ResultScan(tuple(valid), tuple(forged))

@@ -140,24 +140,31 @@ def _reexec_with_key(key: bytes, legacy: bool) -> None:
 
 
 # -- processes ---------------------------------------------------------------------------------
-def _descendants(root: int) -> list[int]:
-    """Every live process under ``root`` (by parent pid, read from /proc)."""
-    parents: dict[int, list[int]] = {}
+def _descendants(root: int) -> dict[int, int]:
+    """Every live process under ``root`` (by parent pid, read from /proc), with its group."""
+    parents: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append((int(entry), int(fields[2])))
+    out: dict[int, int] = {}
+    todo = [root]
     while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
+        for child, group in parents.get(todo.pop(), []):
+            out[child] = group
             todo.append(child)
     return out
+
+
+def detached(pgid: int) -> list[int]:
+    """Live descendants of this runner outside the job's process group: processes that were
+    started to outlive it (``setsid``, double fork)."""
+    return sorted(pid for pid, group in _descendants(os.getpid()).items() if group != pgid)
 
 
 def _reap() -> None:
@@ -173,9 +180,8 @@ def kill_job(pgid: int | None) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
     for _ in range(500):
-        left = _descendants(os.getpid())
         _reap()
-        left = [p for p in left if Path(f"/proc/{p}").exists()]
+        left = list(_descendants(os.getpid()))
         if not left:
             return
         for pid in left:
@@ -190,8 +196,9 @@ def _cpu_children() -> float:
 
 
 def run_phase(argv: list[str], env: dict[str, str], cwd: Path, box: sandbox.Sandboxed,
-              tail: deque[str]) -> tuple[int, float, float]:
-    """Run one phase to its end and clean up after it: ``(exit code, wall s, CPU s)``."""
+              tail: deque[str]) -> tuple[int, float, float, int]:
+    """Run one phase to its end and kill what it left: ``(exit code, wall s, CPU s, number of
+    detached processes it left running)``."""
     preexec = box.preexec
 
     def child_setup() -> None:
@@ -219,14 +226,16 @@ def run_phase(argv: list[str], env: dict[str, str], cwd: Path, box: sandbox.Sand
         kill_job(proc.pid)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    escaped: list[int] = []
     try:
         code = proc.wait()
+        escaped = detached(proc.pid)
     finally:
         kill_job(proc.pid)  # detached daemons included: nothing the phase started survives it
         for sig, handler in old.items():
             signal.signal(sig, handler)
     reader.join(timeout=10)
-    return code, time.monotonic() - start, _cpu_children() - cpu0
+    return code, time.monotonic() - start, _cpu_children() - cpu0, len(escaped)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -300,7 +309,12 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
                              sandbox.Policy(cwd, [out_dir], [*hidden, *data], spec.network))
 
     tail: deque[str] = deque(maxlen=2000)
-    code, wall, cpu = run_phase(train_box.argv, env, cwd, train_box, tail)
+    code, wall, cpu, escaped = run_phase(train_box.argv, env, cwd, train_box, tail)
+    if escaped:
+        say("ERROR", {"reason": f"training left {escaped} detached process(es) running (setsid, "
+                                "double fork); they were killed: a job must not outlive its "
+                                "training", "detached": escaped})
+        return EXIT_PROTECTED
     if code != 0:
         say("ERROR", {"reason": f"training exited with code {code}", "exit_code": code,
                       "tail": "".join(list(tail)[-20:])[-2000:]})
@@ -316,8 +330,11 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
         results_file.unlink(missing_ok=True)  # only the protected evaluation may write it
         eval_box = sandbox.wrap(level, _command(spec.eval, python),
                                 sandbox.Policy(cwd, [out_dir], hidden, spec.network))
-        code, eval_wall, eval_cpu = run_phase(eval_box.argv, env, cwd, eval_box, deque(maxlen=50))
-        failed = checks.failure("after the evaluation")
+        code, eval_wall, eval_cpu, escaped = run_phase(eval_box.argv, env, cwd, eval_box,
+                                                       deque(maxlen=50))
+        failed = checks.failure("after the evaluation") or ({
+            "reason": f"the evaluation left {escaped} detached process(es) running; killed",
+            "detached": escaped} if escaped else None)
         if failed:
             say("ERROR", failed)
             return EXIT_PROTECTED

@@ -129,9 +129,9 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def _visible_roots(hide: Sequence[Path]) -> list[Path]:
-    """Paths that together cover the whole file system except ``hide`` (Landlock only grants,
-    so hiding a path means granting its siblings along the way down)."""
+def _visible_roots(hide: Sequence[Path], base: Path = Path("/")) -> list[Path]:
+    """Paths that together cover ``base`` except ``hide`` (Landlock only grants, so hiding a
+    path means granting its siblings on the way down)."""
     hidden = {p.resolve() for p in hide}
     out: list[Path] = []
 
@@ -149,9 +149,11 @@ def _visible_roots(hide: Sequence[Path]) -> list[Path]:
             else:
                 out.append(child)
 
-    if not hidden:
-        return [Path("/")]
-    visit(Path("/"))
+    if not any(h.is_relative_to(base) for h in hidden):
+        return [base]
+    if base in hidden:
+        return []
+    visit(base)
     return out
 
 
@@ -167,7 +169,10 @@ def landlock_rules(policy: Policy, abi: int) -> list[tuple[Path, int]]:
     everything = _fs_rights(abi)
     read = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
     rules: list[tuple[Path, int]] = [(Path("/"), _FS_READ_DIR)]  # listing, never contents
-    rules += [(p, read) for p in _visible_roots(policy.hide)]
+    root = policy.root.resolve()
+    rules += [(p, read) for p in _visible_roots([*policy.hide, root])]  # outside the checkout
+    rules += [(p, read) for p in _visible_roots([h for h in policy.hide
+                                                 if h.resolve().is_relative_to(root)], root)]
     writable = [Path(p) for p in policy.writable] + [Path("/dev")]
     rules += [(p, everything) for p in writable if p.exists()]
     return rules

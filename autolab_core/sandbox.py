@@ -141,10 +141,11 @@ def _visible_roots(hide: Sequence[Path], base: Path = Path("/")) -> list[Path]:
         except OSError:
             return
         for child in children:
-            if child in hidden:
+            # A symbolic link is never granted: Landlock checks the resolved path, which the
+            # walk covers (or hides) on its own; granting the link would grant its target.
+            if child in hidden or child.is_symlink():
                 continue
-            if any(h.is_relative_to(child) for h in hidden) and child.is_dir() \
-                    and not child.is_symlink():
+            if any(h.is_relative_to(child) for h in hidden) and child.is_dir():
                 visit(child)
             else:
                 out.append(child)

@@ -83,7 +83,8 @@ class MainGuard:
         from autolab_core.lab import BRANCH_PREFIX, MAIN
 
         out = self.lab._git("for-each-ref", "--format=%(refname) %(objectname)",
-                            f"refs/heads/{MAIN}", f"refs/heads/{BRANCH_PREFIX.rstrip('-')}")
+                            f"refs/heads/{MAIN}",
+                            f"refs/heads/{BRANCH_PREFIX.rsplit('/', 1)[0]}")
         pairs = (line.split() for line in out.splitlines() if line.strip())
         return {ref: sha for ref, sha in pairs if ref == f"refs/heads/{MAIN}"
                 or ref.startswith(f"refs/heads/{BRANCH_PREFIX}")}

@@ -124,7 +124,8 @@ class RunSpec:
     (globs) and ``protected_data_hash``: the evaluation data pinned at lab init; ``python``:
     the interpreter lab commands run with (default: the runner's own); ``env``: the lab's
     ``[run] env``; ``passthrough``: extra variable names lab code may see; ``isolation``:
-    ``auto`` (strongest available) or a level; ``network``: False cuts the job off the network
+    ``auto`` (the strongest sandbox available) or a level, ``none`` when absent (today's spec
+    predates the sandbox: the loop opts in); ``network``: False cuts the job off the network
     where the sandbox can; ``hide``: absolute paths lab code must not see (the lab's state)."""
 
     experiment_id: str
@@ -144,7 +145,7 @@ class RunSpec:
     python: str | None = None
     env: dict[str, str] | None = None
     passthrough: list[str] = field(default_factory=list)
-    isolation: str = "auto"
+    isolation: str = "none"
     network: bool = True
     hide: list[str] = field(default_factory=list)
 

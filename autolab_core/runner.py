@@ -23,7 +23,6 @@ of the experiment's commit, no ``.git``) it:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -84,13 +83,6 @@ def _say(kind: str, payload: Mapping[str, Any]) -> None:
     print(format_line(kind, payload), flush=True)
 
 
-def _prctl(option: int, value: int) -> bool:
-    try:
-        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
 # -- the key -----------------------------------------------------------------------------------
 def _read_fd(fd: int, until_newline: bool) -> bytes:
     data = b""
@@ -139,57 +131,7 @@ def _reexec_with_key(key: bytes, legacy: bool) -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
-# -- processes ---------------------------------------------------------------------------------
-def _descendants(root: int) -> dict[int, int]:
-    """Every live process under ``root`` (by parent pid, read from /proc), with its group."""
-    parents: dict[int, list[tuple[int, int]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            parents.setdefault(int(fields[1]), []).append((int(entry), int(fields[2])))
-    out: dict[int, int] = {}
-    todo = [root]
-    while todo:
-        for child, group in parents.get(todo.pop(), []):
-            out[child] = group
-            todo.append(child)
-    return out
-
-
-def detached(pgid: int) -> list[int]:
-    """Live descendants of this runner outside the job's process group: processes that were
-    started to outlive it (``setsid``, double fork)."""
-    return sorted(pid for pid, group in _descendants(os.getpid()).items() if group != pgid)
-
-
-def _reap() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-
-
-def kill_job(pgid: int | None) -> None:
-    """SIGKILL the job's process group and every descendant of the runner (orphans are ours
-    as subreaper), and reap them all, so their CPU time is counted and nothing outlives it."""
-    if pgid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-    for _ in range(500):
-        _reap()
-        left = list(_descendants(os.getpid()))
-        if not left:
-            return
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
-
-
+# -- phases ------------------------------------------------------------------------------------
 def _cpu_children() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -202,7 +144,7 @@ def run_phase(argv: list[str], env: dict[str, str], cwd: Path, box: sandbox.Sand
     preexec = box.preexec
 
     def child_setup() -> None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        sandbox.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if preexec is not None:
             preexec()
 
@@ -223,15 +165,21 @@ def run_phase(argv: list[str], env: dict[str, str], cwd: Path, box: sandbox.Sand
     reader.start()
 
     def stop(signum: int, _frame: Any) -> None:
-        kill_job(proc.pid)
+        sandbox.kill_job(proc.pid)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     escaped: list[int] = []
+    left: dict[int, int] | None = None
     try:
         code = proc.wait()
-        escaped = detached(proc.pid)
+        left = sandbox.descendants(os.getpid())
+        # Outside the job's process group: started to outlive it (setsid, double fork). Under
+        # bwrap the PID namespace dies with the job (its tear-down may still be under way here),
+        # so nothing there can outlive it and nothing is judged.
+        escaped = [] if box.level == "bwrap" else sorted(
+            pid for pid, group in left.items() if group != proc.pid)
     finally:
-        kill_job(proc.pid)  # detached daemons included: nothing the phase started survives it
+        sandbox.kill_job(proc.pid, left)  # nothing the phase started survives it, daemons included
         for sig, handler in old.items():
             signal.signal(sig, handler)
     reader.join(timeout=10)
@@ -278,8 +226,13 @@ class _Checks:
     def failure(self, when: str) -> dict[str, Any] | None:
         spec = self.spec
         if spec.protected and hash_paths(self.cwd, spec.protected) != spec.eval_hash:
-            return {"reason": f"protected files differ from main's {when}: the evaluation code "
-                              "was changed", "files": spec.protected}
+            reason = {
+                "before training": "protected files differ from main's: the evaluation code was "
+                                   "changed",
+                "after training": "the training run modified the protected evaluation files",
+            }.get(when, f"the protected evaluation files were modified {when} (checked after "
+                        "it ran)")
+            return {"reason": reason, "files": spec.protected}
         if spec.protected_data and hash_globs(self.cwd, spec.protected_data) \
                 != spec.protected_data_hash:
             return {"reason": f"protected evaluation data differs from its pinned hash {when}",
@@ -316,8 +269,12 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
                                 "training", "detached": escaped})
         return EXIT_PROTECTED
     if code != 0:
-        say("ERROR", {"reason": f"training exited with code {code}", "exit_code": code,
-                      "tail": "".join(list(tail)[-20:])[-2000:]})
+        last = "".join(list(tail)[-20:])[-2000:]
+        why = f"training exited with code {code}"
+        if level != "none" and ("Read-only file system" in last or "Permission denied" in last):
+            why += (f" (the {level} sandbox refused a write or read: lab code may write only "
+                    f"in {spec.output_dir}, and cannot read the protected evaluation data)")
+        say("ERROR", {"reason": why, "exit_code": code, "tail": last})
         return code if code > 0 else 128 - code
     failed = checks.failure("after training")
     if failed:
@@ -332,7 +289,7 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
                                 sandbox.Policy(cwd, [out_dir], hidden, spec.network))
         code, eval_wall, eval_cpu, escaped = run_phase(eval_box.argv, env, cwd, eval_box,
                                                        deque(maxlen=50))
-        failed = checks.failure("after the evaluation") or ({
+        failed = checks.failure("during the evaluation") or ({
             "reason": f"the evaluation left {escaped} detached process(es) running; killed",
             "detached": escaped} if escaped else None)
         if failed:
@@ -376,7 +333,7 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     key, nonce = take_key(argv)
-    _prctl(_PR_SET_DUMPABLE, 0)  # no /proc/<runner>/mem for same-user processes
+    sandbox.prctl(_PR_SET_DUMPABLE, 0)  # no /proc/<runner>/mem for same-user processes
     raw = os.environ.pop(SPEC_ENV, "")
     if not raw:
         print(f"autolab_core.runner: {SPEC_ENV} is not set; this module is run by autolab's "
@@ -391,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         _say("ERROR", {"reason": f"bad run spec: {exc}"})
         return EXIT_SETUP
-    if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
+    if not sandbox.prctl(_PR_SET_CHILD_SUBREAPER, 1):
         print("autolab_core.runner: cannot become a child subreaper; detached processes are "
               "found by process group only", file=sys.stderr)
     try:

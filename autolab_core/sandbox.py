@@ -11,16 +11,20 @@ Standard library only (the runner uses it inside jobs). Levels, strongest first:
   ABI >= 4 optionally no TCP.
 - ``none``: nothing; the runner's hash checks and process clean-up still catch tampering.
 
-:func:`detect` probes once per process; :func:`wrap` turns a command into a sandboxed one.
+:func:`detect` probes once per process; :func:`wrap` turns a command into a sandboxed one;
+:func:`kill_job` kills and reaps everything a job started (the runner is a child subreaper).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -219,6 +223,65 @@ def landlock_restrict(policy: Policy, rules: list[tuple[Path, int]] | None = Non
             raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
     finally:
         os.close(ruleset)
+
+
+# -- nothing outlives the job ------------------------------------------------------------------
+def prctl(option: int, value: int) -> bool:
+    """``prctl(option, value)``; False where it fails or does not exist."""
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp, ...)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live process under ``root`` (one scan of /proc by parent pid), with its group."""
+    parents: dict[int, list[tuple[int, list[str]]]] = {}
+    for entry in os.listdir("/proc"):
+        fields = _stat(entry) if entry.isdigit() else []
+        if fields:
+            parents.setdefault(int(fields[1]), []).append((int(entry), fields))
+    out: dict[int, int] = {}
+    todo = [root]
+    while todo:
+        for child, fields in parents.get(todo.pop(), []):
+            if fields[0] != "Z":
+                out[child] = int(fields[2])
+            todo.append(child)
+    return out
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def kill_job(pgid: int | None, known: dict[int, int] | None = None) -> None:
+    """SIGKILL the job's process group and every descendant of the runner (orphans are ours
+    as subreaper), and reap them all, so their CPU time is counted and nothing outlives it.
+    ``known``: the descendants just found (an empty one means nothing is left to find)."""
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    for _ in range(500):
+        _reap()
+        left = list(descendants(os.getpid()) if known is None else known)
+        known = None
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
 
 
 # -- one entry point for the runner --------------------------------------------------------------

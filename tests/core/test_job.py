@@ -43,7 +43,7 @@ def result(**over: object) -> RunResult:
 def test_todays_spec_dict_is_accepted_and_round_trips() -> None:
     spec = RunSpec.from_dict(todays_spec())
     assert spec.train == ["python", "train.py"] and spec.seed == 3 and spec.env is None
-    assert spec.isolation == "auto" and spec.protected_data == [] and spec.network
+    assert spec.isolation == "none" and spec.protected_data == [] and spec.network
     assert RunSpec.from_json(spec.to_json()) == spec
 
 

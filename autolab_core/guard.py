@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -21,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from autolab_core.errors import LabError
 from autolab_core.hashing import expand_globs, hash_globs
+from autolab_core.job import RunSpec, derive_run_key
 
 if TYPE_CHECKING:
     from autolab_core.lab import Lab
 
 JOURNAL = "refs-written.log"
 PINS = "pins.json"
+RESULT_KEY = "result-key"
 
 
 class TamperAlert(LabError):
@@ -181,3 +185,41 @@ class Pins:
                 f"protected evaluation files changed since they were pinned: {', '.join(changed)}. "
                 "If you changed the evaluation on purpose, re-pin with `Pins(lab).pin()` "
                 f"(delete {self.path} and run `autolab init` again); otherwise restore them")
+
+
+def result_master_key(lab: Lab) -> bytes:
+    """The lab's master result key, ``.autolab/result-key`` (mode 0600), created on first use.
+    Jobs never see it: sandboxed jobs get the lab root hidden (``RunSpec.hide``); without a
+    sandbox a job running as the same user could read it (see docs/trust.md)."""
+    path = lab.state_dir / RESULT_KEY
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_hex(32).encode())
+    return path.read_bytes().strip()
+
+
+def run_key(lab: Lab, experiment_id: str, attempt: int) -> bytes:
+    """The key for one attempt: what the backend hands the runner on its key pipe / stdin, and
+    what :func:`autolab_core.job.parse_result` checks the result line with."""
+    return derive_run_key(result_master_key(lab), experiment_id, attempt)
+
+
+def run_spec(lab: Lab, experiment_id: str, base_commit: str, seed: int, attempt: int,
+             isolation: str = "auto", network: bool = True) -> RunSpec:
+    """The :class:`RunSpec` of one run of this lab: the commands, the evaluation hash on
+    ``base_commit``, the pinned data hash (checked against the pins first), the lab root
+    hidden from the job."""
+    cfg = lab.config
+    return RunSpec(
+        experiment_id=experiment_id, train=list(cfg.run.argv()),
+        eval=list(cfg.run.eval_argv() or []) or None, metric=cfg.metric.name,
+        protected=list(cfg.files.protected),
+        eval_hash=lab.files_hash(base_commit, cfg.files.protected),
+        protected_data=list(cfg.files.protected_data),
+        protected_data_hash=Pins(lab).data_hash(), pattern=cfg.metric.pattern,
+        results_file=cfg.metric.results_file, seed_env=cfg.run.seed_env, seed=seed,
+        attempt=attempt, env=dict(cfg.run.env), isolation=isolation, network=network,
+        hide=[str(lab.root)])

@@ -256,6 +256,16 @@ def sign(payload: Mapping[str, Any], key: bytes) -> str:
     return hmac.new(key, _canonical(payload), hashlib.sha256).hexdigest()
 
 
+def derive_run_key(master: bytes, experiment_id: str, attempt: int) -> bytes:
+    """The result key of one attempt of one run (hex), derived from the lab's master key, so
+    the orchestrator can check a result after a restart without storing per-run keys and a
+    retried attempt never accepts the line of an earlier one."""
+    if not master:
+        raise ValueError("the master result key is empty")
+    msg = f"autolab-result:{experiment_id}:{attempt}".encode()
+    return hmac.new(master, msg, hashlib.sha256).hexdigest().encode()
+
+
 def format_signed_result(result: RunResult, key: bytes,
                          extra_fields: Mapping[str, Any] | None = None) -> str:
     """The runner's ``AUTOLAB_RESULT`` line: the result, plus ``extra_fields`` (e.g. a legacy

@@ -12,8 +12,9 @@ import pytest
 from test_runner import LEVELS, new_key, run_job
 
 from autolab_core.errors import LabError
-from autolab_core.guard import MainGuard, Pins, TamperAlert
+from autolab_core.guard import MainGuard, Pins, TamperAlert, run_key, run_spec
 from autolab_core.hashing import hash_globs, hash_paths
+from autolab_core.job import ResultError, RunSpec, parse_result
 from autolab_core.lab import BRANCH_PREFIX, Lab
 
 CONFIG = """\
@@ -169,3 +170,30 @@ def test_protected_files_and_data_are_pinned_at_init(tmp_path: Path) -> None:
         pins.verify()
     pins.pin()  # a deliberate change, re-pinned
     pins.verify()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_run_from_lab_to_signed_result(tmp_path: Path, level: str) -> None:
+    """What the loop does: spec and key from the lab, an exported tree, the key on stdin, and
+    the one signed result parsed back. A sandboxed job cannot read the lab's master key."""
+    lab = make_lab(tmp_path)
+    steal = ("import os\ntry:\n    print('MASTER', open(os.environ['MASTER']).read())\n"
+             "except OSError:\n    print('MASTER unreadable')\n"
+             "open(os.path.join(os.environ['AUTOLAB_OUTPUT_DIR'], 'model.txt'), 'w').write('2')\n")
+    branch = f"{BRANCH_PREFIX}0001"
+    commit = lab.create_branch(branch, lab.main_commit(), {"train.py": steal}, "patch")
+    tree = lab.export_tree(commit, lab.state_dir / "jobs" / "0001")
+    spec = run_spec(lab, "0001", lab.main_commit(), seed=4, attempt=2, isolation=level)
+    assert spec.hide == [str(lab.root)] and spec.protected_data_hash
+    master = lab.state_dir / "result-key"
+    spec = RunSpec.from_dict({**spec.to_dict(), "env": {"MASTER": str(master)}})
+    key = run_key(lab, "0001", 2)
+    assert key != run_key(lab, "0001", 1) and oct(master.stat().st_mode)[-3:] == "600"
+    code, out = run_job(tree, spec.to_dict(), key, how="stdin")
+    assert code == 0, out
+    result = parse_result(out, key, "0001")
+    assert result.value == pytest.approx(6.0) and result.attempt == 2 and result.isolation == level
+    if level != "none":
+        assert "MASTER unreadable" in out
+    with pytest.raises(ResultError):  # an earlier attempt's key does not accept it
+        parse_result(out, run_key(lab, "0001", 1))

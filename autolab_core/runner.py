@@ -164,8 +164,13 @@ def run_phase(argv: list[str], env: dict[str, str], cwd: Path, box: sandbox.Sand
     reader = threading.Thread(target=forward, daemon=True)
     reader.start()
 
+    stopped: list[int] = []
+
     def stop(signum: int, _frame: Any) -> None:
-        sandbox.kill_job(proc.pid)
+        # Kill, never reap, here: reaping the first process under Popen.wait would make it
+        # report success. The finally clause below reaps everything.
+        stopped.append(signum)
+        sandbox.signal_job(proc.pid, sandbox.descendants(os.getpid()))
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     escaped: list[int] = []
@@ -183,6 +188,8 @@ def run_phase(argv: list[str], env: dict[str, str], cwd: Path, box: sandbox.Sand
         for sig, handler in old.items():
             signal.signal(sig, handler)
     reader.join(timeout=10)
+    if stopped:  # a time limit or a cancel: whatever the job's exit status says
+        code = -stopped[0]
     return code, time.monotonic() - start, _cpu_children() - cpu0, len(escaped)
 
 

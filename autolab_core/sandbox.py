@@ -25,7 +25,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -265,22 +265,30 @@ def _reap() -> None:
             pass
 
 
-def kill_job(pgid: int | None, known: dict[int, int] | None = None) -> None:
-    """SIGKILL the job's process group and every descendant of the runner (orphans are ours
-    as subreaper), and reap them all, so their CPU time is counted and nothing outlives it.
-    ``known``: the descendants just found (an empty one means nothing is left to find)."""
+def signal_job(pgid: int | None, pids: Iterable[int] = ()) -> None:
+    """SIGKILL the job's process group and ``pids``; reaps nothing (safe in a signal handler
+    while ``Popen.wait`` waits for the job's first process)."""
     if pgid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def kill_job(pgid: int | None, known: dict[int, int] | None = None) -> None:
+    """SIGKILL the job's process group and every descendant of the runner (orphans are ours
+    as subreaper), and reap them all, so their CPU time is counted and nothing outlives it.
+    Call after the job's first process was waited for. ``known``: the descendants just found
+    (an empty one means nothing is left to find)."""
+    signal_job(pgid)
     for _ in range(500):
         _reap()
         left = list(descendants(os.getpid()) if known is None else known)
         known = None
         if not left:
             return
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        signal_job(None, left)
         time.sleep(0.01)
 
 

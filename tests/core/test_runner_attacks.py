@@ -173,3 +173,40 @@ for path in ({str(escape)!r}, "train.py"):
         assert code == 0, out
         assert "WROTE" not in out and out.count("REFUSED") == 2, (level, out)
     assert not escape.exists()
+
+
+def test_a_stopped_runner_takes_the_whole_job_with_it(tmp_path: Path) -> None:
+    """A backend's time limit or cancel sends SIGTERM to the runner: training, its children
+    and a detached daemon all go, and no result is printed."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = DAEMON_TRAIN + """\
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # child-of-training"])
+open(os.path.join(out, "training-started"), "w").write("1")
+time.sleep(600)
+"""
+    tree = make_tree(tmp_path, train)
+    key = new_key()
+    read, write = os.pipe()
+    os.write(write, key)
+    os.close(write)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "AUTOLAB_RUN_SPEC": json.dumps(spec_for(tree)), "AUTOLAB_RESULT_KEY_FD": str(read)}
+    proc = subprocess.Popen([sys.executable, "-m", "autolab_core.runner"], cwd=tree, env=env,
+                            pass_fds=(read,), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.close(read)
+    started = tree / ".autolab-out" / "training-started"
+    for _ in range(1200):
+        if started.exists():
+            break
+        time.sleep(0.05)
+    assert started.exists()
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode != 0 and "AUTOLAB_RESULT" not in out, out
+    assert not _daemons_running("child-of-training")
+    assert not _daemons_running("wait for the protected evaluation")

@@ -266,9 +266,14 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
     results_file = out_dir / spec.results_file
     results_file.unlink(missing_ok=True)
     hidden = [Path(p) for p in spec.hide]
+    # The interpreter's environment stays readable even inside a hidden lab (``lab/.venv``):
+    # only a directory that is an environment, and never one holding a hidden path.
+    reveal = [env_dir for env_dir in {Path(sys.prefix), Path(python).parent.parent}
+              if ((env_dir / "pyvenv.cfg").is_file() or (env_dir / "conda-meta").is_dir())
+              and not any(h.is_relative_to(env_dir) for h in hidden)]
     data = [cwd / p for p in expand_globs(cwd, spec.protected_data)]
     train_box = sandbox.wrap(level, _command(spec.train, python),
-                             sandbox.Policy(cwd, [out_dir], [*hidden, *data], spec.network))
+                             sandbox.Policy(cwd, [out_dir], [*hidden, *data], spec.network, reveal))
 
     tail: deque[str] = deque(maxlen=2000)
     code, wall, cpu, escaped = run_phase(train_box.argv, env, cwd, train_box, tail)
@@ -297,7 +302,7 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
     if spec.eval:
         results_file.unlink(missing_ok=True)  # only the protected evaluation may write it
         eval_box = sandbox.wrap(level, _command(spec.eval, python),
-                                sandbox.Policy(cwd, [out_dir], hidden, spec.network))
+                                sandbox.Policy(cwd, [out_dir], hidden, spec.network, reveal))
         code, eval_wall, eval_cpu, escaped = run_phase(eval_box.argv, env, cwd, eval_box,
                                                        deque(maxlen=50))
         failed = checks.failure("during the evaluation") or ({

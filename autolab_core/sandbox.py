@@ -46,12 +46,14 @@ _FILE_RIGHTS = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS
 @dataclass(frozen=True)
 class Policy:
     """What lab code may do: read ``root`` (and the system), write only ``writable``, never see
-    ``hide`` (files or directories), reach the network only when ``network``."""
+    ``hide`` (files or directories) except the directories in ``reveal`` (read-only: e.g. a
+    virtual environment inside the hidden lab), reach the network only when ``network``."""
 
     root: Path
     writable: Sequence[Path]
     hide: Sequence[Path] = field(default_factory=tuple)
     network: bool = True
+    reveal: Sequence[Path] = field(default_factory=tuple)
 
 
 def _libc() -> ctypes.CDLL:
@@ -109,6 +111,9 @@ def bwrap_argv(argv: Sequence[str], policy: Policy, empty_file: Path) -> list[st
     hide_dirs = [p for p in policy.hide if p.is_dir()]
     for path in hide_dirs:
         out += ["--tmpfs", str(path)]
+    for path in policy.reveal:
+        if path.is_dir() and any(path.is_relative_to(d) for d in hide_dirs):
+            out += ["--ro-bind", str(path), str(path)]
     root = str(policy.root)
     if any(policy.root.is_relative_to(d) for d in hide_dirs):
         out += ["--ro-bind", root, root]  # mounted again on top of a hidden parent
@@ -178,6 +183,7 @@ def landlock_rules(policy: Policy, abi: int) -> list[tuple[Path, int]]:
     rules += [(p, read) for p in _visible_roots([*policy.hide, root])]  # outside the checkout
     rules += [(p, read) for p in _visible_roots([h for h in policy.hide
                                                  if h.resolve().is_relative_to(root)], root)]
+    rules += [(Path(p), read) for p in policy.reveal if Path(p).is_dir()]
     writable = [Path(p) for p in policy.writable] + [Path("/dev")]
     rules += [(p, everything) for p in writable if p.exists()]
     return rules

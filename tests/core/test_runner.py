@@ -278,3 +278,23 @@ print('AUTOLAB_RESULT ' + json.dumps({"experiment_id": "0001", "metric": "val_lo
     assert code == 0, out
     assert parse_result(out, key).value == pytest.approx(9.0)
     assert len(scan_results(out, key).forged) == 1
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_venv_inside_the_hidden_lab_still_runs_the_job(tmp_path: Path, level: str) -> None:
+    """``uv``-style ``lab/.venv``: the lab is hidden from the job, its environment is not."""
+    lab = tmp_path / "lab"
+    venv = lab / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(venv)], check=True)
+    (lab / "secret-notes.txt").write_text("lab only")
+    train = HONEST_TRAIN + (f"import sys\nprint('PREFIX', sys.prefix)\ntry:\n    open("
+                            f"{str(lab / 'secret-notes.txt')!r}).read(); print('LAB VISIBLE')\n"
+                            "except OSError:\n    print('LAB HIDDEN')\n")
+    tree = make_tree(lab / ".autolab" / "jobs", train)
+    key = new_key()
+    code, out = run_job(tree, spec_for(tree, isolation=level, hide=[str(lab)]), key,
+                        python=str(venv / "bin" / "python"))
+    assert code == 0, out
+    assert f"PREFIX {venv}" in out
+    assert ("LAB VISIBLE" if level == "none" else "LAB HIDDEN") in out

@@ -192,6 +192,7 @@ class MetricSection:
 class FilesSection:
     editable: list[str] = attrs.field(factory=lambda: ["train.py"])
     protected: list[str] = attrs.field(factory=list)
+    protected_data: list[str] = attrs.field(factory=list)  # evaluation data globs, pinned by hash
 
 
 @attrs.frozen

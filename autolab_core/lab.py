@@ -26,7 +26,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import git
 from gitdb.base import IStream  # type: ignore[import-untyped]
@@ -35,6 +35,9 @@ from autolab_core.config import CONFIG_FILE, Config, load_config
 from autolab_core.errors import LabError
 from autolab_core.hashing import content_hash
 from autolab_core.models import Experiment, to_dict
+
+if TYPE_CHECKING:
+    from autolab_core.guard import MainGuard
 
 MAIN = "main"
 BRANCH_PREFIX = "autolab/exp-"
@@ -81,6 +84,8 @@ class Lab:
         self.state_dir = self.root / STATE_DIR
         self.state_dir.mkdir(exist_ok=True)
         self._config: Config | None = None
+        #: Set to a :class:`autolab_core.guard.MainGuard` to check and record every ref write.
+        self.guard: MainGuard | None = None
 
     # -- creation ----------------------------------------------------------------------------
     @classmethod
@@ -112,7 +117,13 @@ class Lab:
             if MAIN not in repo.heads:
                 repo.git.branch(MAIN, env=env)
             repo.git.checkout(MAIN, env=env)
-        return cls(root)
+        lab = cls(root)
+        from autolab_core.guard import Pins
+
+        pins = Pins(lab)
+        if not pins.path.exists():
+            pins.pin()  # the evaluation as it is now is the one every scoring is checked against
+        return lab
 
     @property
     def config(self) -> Config:
@@ -227,11 +238,18 @@ class Lab:
         return self._git("commit-tree", tree, "-p", parent, "-m", message).strip()
 
     def _cas(self, ref: str, new: str, old: str | None) -> bool:
-        """Move ``ref`` from ``old`` (None: must not exist) to ``new``; False if it moved."""
+        """Move ``ref`` from ``old`` (None: must not exist) to ``new``; False if it moved.
+        With a guard, ``old`` must be what autolab last wrote (else TamperAlert)."""
+        if self.guard is not None:
+            self.guard.verify(ref, old)
         try:
             self._git("update-ref", ref, new, old if old is not None else "0" * 40)
         except git.GitCommandError:
             return False
+        with open(self.state_dir / "refs-written.log", "a") as fh:  # what MainGuard trusts
+            fh.write(f"{ref} {new}\n")
+        if self.guard is not None:
+            self.guard.expected[ref] = new
         return True
 
     def create_branch(
@@ -289,7 +307,14 @@ class Lab:
             # Two-tree merge: updates only files that differ, fails if the user edited them.
             self._git("read-tree", "-m", "-u", old, new)
 
-    # -- worktrees ---------------------------------------------------------------------------
+    # -- job checkouts ------------------------------------------------------------------------
+    def export_tree(self, commit: str, dest: Path) -> Path:
+        """A job's checkout: ``commit``'s files without ``.git`` (so a job cannot move refs),
+        plus the ``[files] protected_data`` files of the lab's checkout."""
+        from autolab_core.guard import export_tree
+
+        return export_tree(self, commit, dest, self.config.files.protected_data)
+
     def add_worktree(self, path: Path, commit: str) -> Path:
         with self.lock():
             if path.exists():

@@ -35,6 +35,7 @@ fi
 
 bash scripts/local-slurm.sh up
 bash scripts/install-chromium.sh
+bash scripts/install-bubblewrap.sh
 PYTHON="$PY" bash scripts/install-llm-test-server.sh
 
 exec "$PY" -m pytest -p no:cacheprovider "$@"

@@ -49,7 +49,8 @@ def test_a_confirmed_win_is_promoted_to_main(tmp_path: Path) -> None:
     cand = ledger.get(cand.id)
     assert cand is not None and cand.verdict == Verdict.CONFIRMING
     queued = confirms(ledger, cand)
-    assert [e.seed for e in queued] == [1, 2] and all(e.commit == cand.commit for e in queued)
+    # Fresh seeds: not main's baselines' (0, 1, 2) nor the candidate's own (0).
+    assert [e.seed for e in queued] == [3, 4] and all(e.commit == cand.commit for e in queued)
     assert promotion.pending()
     promotion.judge()  # confirmations still queued: no verdict yet
     assert ledger.get(cand.id).verdict == Verdict.CONFIRMING  # type: ignore[union-attr]

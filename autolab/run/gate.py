@@ -10,7 +10,8 @@ All numbers are derived from the experiment records, never kept only in memory:
   ``max(min_delta, k * sigma)``; it is then re-run with ``confirm_runs`` more seeds;
 - it is *promoted* when the mean of its runs beats main's mean by more than
   ``max(min_delta, k * se)``, where ``se = sigma * sqrt(1/n + 1/m)`` is the standard error of the
-  difference of the two means (n candidate runs, m main runs);
+  difference of the two means (n candidate runs, m main runs) and ``k`` is ``k_sigma`` turned
+  into a Student's t quantile for the degrees of freedom sigma rests on;
 - confirmation runs get *fresh* seeds: never used by main's runs of the candidate's base code
   nor by any run of the candidate's code (:func:`fresh_seeds`);
 - a win *costs more compute* only when its CPU seconds per run (training and evaluation, the
@@ -80,8 +81,10 @@ def main_runs(experiments: Sequence[Experiment], code: str) -> list[Experiment]:
     return out
 
 
-def pooled_sigma(experiments: Sequence[Experiment], floor: float = 0.0) -> float | None:
-    """Pooled seed-to-seed standard deviation over every group of runs of the same code."""
+def pooled_noise(experiments: Sequence[Experiment], floor: float = 0.0) -> tuple[float, int] | None:
+    """``(sigma, degrees of freedom)``: the pooled seed-to-seed standard deviation over every
+    group of runs of the same code (floored at ``floor``), and how many independent deviations
+    it rests on; None before any group has two runs."""
     groups: dict[str, list[float]] = defaultdict(list)
     for e in experiments:
         if e.status is not ExperimentStatus.FINISHED or e.result is None:
@@ -98,7 +101,28 @@ def pooled_sigma(experiments: Sequence[Experiment], floor: float = 0.0) -> float
             df += len(vals) - 1
     if df == 0:
         return None
-    return max(math.sqrt(ss / df), floor)
+    return max(math.sqrt(ss / df), floor), df
+
+
+def pooled_sigma(experiments: Sequence[Experiment], floor: float = 0.0) -> float | None:
+    """Pooled seed-to-seed standard deviation over every group of runs of the same code."""
+    found = pooled_noise(experiments, floor)
+    return None if found is None else found[0]
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile: exact for 1 and 2 degrees of freedom, else the Cornish-Fisher
+    expansion of Abramowitz & Stegun 26.7.5 (within 0.5% of exact for df >= 3, p <= 0.99)."""
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) * math.sqrt(2 / (4 * p * (1 - p)))
+    z = statistics.NormalDist().inv_cdf(p)
+    g = ((z**3 + z) / 4,
+         (5 * z**5 + 16 * z**3 + 3 * z) / 96,
+         (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+         (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160)
+    return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
 
 
 def judge(
@@ -108,13 +132,23 @@ def judge(
     direction: Direction,
     rules: PromotionSection,
     screen: bool,
+    df: int | None = None,
 ) -> Verdict:
-    """Screen (one run, threshold k*sigma) or confirm (means, threshold k*se)."""
+    """Screen (one run, threshold k*sigma) or confirm (means, threshold k*se).
+
+    With ``df``, the degrees of freedom sigma was estimated with, the confirmation's k is the
+    Student's t quantile of the same one-sided level as ``k_sigma`` is for a normal (sigma
+    estimated from few runs is often too small: 2 sigma would let ~3.5% of identical code
+    through with 3 runs of main, see benchmarks/bench_gate_aa.py).
+    """
     effect = direction.improvement(statistics.fmean(candidate), statistics.fmean(main))
     n, m = len(candidate), len(main)
     err = sigma * math.sqrt(1 / n + 1 / m)
     scale = sigma if screen else err
-    threshold = max(rules.min_delta, rules.k_sigma * scale)
+    k = rules.k_sigma
+    if df is not None and not screen:
+        k = max(k, t_quantile(statistics.NormalDist().cdf(k), df))
+    threshold = max(rules.min_delta, k * scale)
     return Verdict(effect > threshold, effect, err, threshold, n, m)
 
 

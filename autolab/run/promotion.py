@@ -102,15 +102,16 @@ class Promotion:
         """Give every finished candidate whose comparison is ready its verdict."""
         exps = self.ledger.experiments()
         rules, metric = self.config.promotion, self.config.metric.name
-        sigma = gate.pooled_sigma(exps, rules.min_sigma)
+        noise = gate.pooled_noise(exps, rules.min_sigma)
         for cand in exps:
             if cand.role != Role.CANDIDATE or cand.verdict not in (None, Verdict.CONFIRMING):
                 continue
             if cand.status is not ExperimentStatus.FINISHED:
                 continue
             base = gate.values(gate.main_runs(exps, cand.base_code or ""))
-            if len(base) < rules.noise_runs or sigma is None:
+            if len(base) < rules.noise_runs or noise is None:
                 continue  # calibration still running
+            sigma, df = noise
             runs = gate.runs_of(exps, cand.id)
             if cand.verdict is None:
                 v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir, rules,
@@ -133,7 +134,7 @@ class Promotion:
                               f"confirmation runs {', '.join(failed)} did not finish")
                 continue
             v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir, rules,
-                           screen=False)
+                           screen=False, df=df)
             if not v.passed:
                 self._verdict(cand, Verdict.NOT_CONFIRMED, v, f"not confirmed: {v.describe(metric)}")
                 continue
@@ -155,10 +156,10 @@ class Promotion:
                            f"(its verdict: {cand.verdict if cand else 'no such experiment'})")
         runs = gate.runs_of(exps, cand.id)
         base = gate.values(gate.main_runs(exps, cand.base_code or ""))
-        sigma = gate.pooled_sigma(exps, self.config.promotion.min_sigma)
-        assert sigma is not None
-        v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir,
-                       self.config.promotion, screen=False)
+        noise = gate.pooled_noise(exps, self.config.promotion.min_sigma)
+        assert noise is not None
+        v = gate.judge(gate.values(runs), base, noise[0], self.config.metric.dir,
+                       self.config.promotion, screen=False, df=noise[1])
         approval = Flag(FlagKind.APPROVED, f"by {who}")
         cand = self.ledger.put(attrs.evolve(cand, flags=(*cand.flags, str(approval))))
         self.promote(cand, runs, v, exps, approved=True)

@@ -6,7 +6,9 @@ protected evaluation rewards, same compute) must be promoted, not held back for 
 The lab is the toy lab (tests/toylab.py) whose training also does a fixed amount of numpy
 matrix work (the same for every candidate), so that CPU seconds per run are large enough for the
 compute rule to see (``min_cost_seconds`` is lowered to match). The hog is two busy Python
-processes that start once main's noise is calibrated and stop by themselves after ``HOG_S``.
+processes that start once main's noise is calibrated on the idle machine and last until the
+session ends (they stop by themselves after ``HOG_S`` at most): every candidate runs loaded,
+which against the calibration alone looks like 10-25% more CPU per run.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from autolab_core.lab import Lab
 from autolab_core.models import ExperimentStatus, Hypothesis
 from autolab_core.vocab import Role, Verdict
 
-HOG_S = 15.0
+HOG_S = 60.0
 WORK = '''import numpy as _np
 _m = _np.random.default_rng(0).standard_normal((200, 200))
 for _ in range(40):
@@ -105,7 +107,8 @@ def test_honest_candidates_next_to_a_cpu_hog_are_neither_promoted_falsely_nor_he
             hog.wait()
     assert hog_on, "the session ended before main was calibrated"
     started = [e.at(ExperimentStatus.STARTED) or 0.0 for e in exps if e.role != Role.BASELINE]
-    assert any(hog_on[0] <= t <= hog_on[0] + HOG_S for t in started)  # candidates ran loaded
+    # Every candidate run but those that shared the slots with the calibration ran loaded.
+    assert sum(hog_on[0] <= t <= hog_on[0] + HOG_S for t in started) >= len(started) - 2
 
     candidates = {e.hypothesis.title: e for e in exps if e.role == Role.CANDIDATE
                   and e.result is not None}
@@ -119,8 +122,11 @@ def test_honest_candidates_next_to_a_cpu_hog_are_neither_promoted_falsely_nor_he
     baselines = [e for e in exps if e.role == Role.BASELINE and e.result is not None]
     assert len(baselines) > 3 and all(e.result and "train_cpu_seconds" in e.result.extra
                                       for e in baselines)
-    # The rule itself, on every honest candidate's real numbers: no cost hold.
+    # The rule itself, on the real numbers of every honest candidate with more than one run
+    # (the rule is applied to confirmed wins only: never to a single run).
     promotion = Promotion(loop.ledger)
     final = loop.ledger.experiments()
     for cand in [win, *candidates.values()]:
-        assert promotion.cost_hold(cand, gate.runs_of(final, cand.id), final) is None, cand.id
+        runs = gate.runs_of(final, cand.id)
+        if len(runs) > 1:
+            assert promotion.cost_hold(cand, runs, final) is None, cand.id

@@ -59,7 +59,9 @@ def test_a_confirmed_win_is_promoted_to_main(tmp_path: Path) -> None:
     done = ledger.get(cand.id)
     assert done is not None and done.verdict == Verdict.PROMOTED and done.n_runs == 3
     assert "LR = 0.02" in lab.read(lab.main_commit(), "train.py")
-    assert f"autolab: promote {cand.id}" in lab.repo.commit(lab.main_commit()).message
+    message = lab.repo.commit(lab.main_commit()).message
+    assert f"autolab: promote {cand.id}" in message
+    assert "(seed 0)" in message and "(seed 3)" in message and "(seed 4)" in message  # recorded
     ((_, call),) = [c for c in log.calls if c[0] == "promoted"]
     assert call["commit"] == lab.main_commit() and call["improvement"] == pytest.approx(0.2)
     assert not promotion.pending()

@@ -167,6 +167,7 @@ class MetricSection:
 class FilesSection:
     editable: list[str] = attrs.field(factory=lambda: ["train.py"])
     protected: list[str] = attrs.field(factory=list)
+    protected_data: list[str] = attrs.field(factory=list)  # held-out data globs (trust model)
 
 
 @attrs.frozen

@@ -33,7 +33,7 @@ def _train_and_eval(lab: Path, seed: int) -> dict[str, object]:
     train = subprocess.run([sys.executable, "train.py"], cwd=lab, env=env, capture_output=True,
                            text=True, timeout=120)
     assert train.returncode == 0, train.stderr
-    ev = subprocess.run([sys.executable, "prepare.py", "eval"], cwd=lab, env=env,
+    ev = subprocess.run([sys.executable, "-P", "prepare.py", "eval"], cwd=lab, env=env,
                         capture_output=True, text=True, timeout=120)
     return {"lab": lab, "train": train, "eval": ev,
             "result": json.loads((out / "result.json").read_text()) if ev.returncode == 0 else None}
@@ -72,7 +72,7 @@ def test_train_and_eval_writes_plausible_result(runs: dict[str, dict[str, object
     assert isinstance(bpb, float) and math.isfinite(bpb)
     # 8 bits is a uniform guess over 256 bytes; 30 steps must already beat it clearly.
     assert 2.0 < bpb < 7.0, bpb
-    assert result["causal"] is True
+    assert result["causal"] is True and result["causal_max_diff"] <= 1e-4
     assert result["eval_context"] == 64
     assert result["eval_tokens"] == 65536
     train = runs["seed0"]["train"]
@@ -132,11 +132,14 @@ def test_create_reference_lab_rewrites_literals_only(tmp_path: Path) -> None:
     assert "STEPS = 200  #" in text and "INIT_STD = 0.125  #" in text
     assert "ACTIVATION = 'relu'  #" in text
     assert sorted(p.name for p in lab.iterdir()) == [
-        "README.md", "autolab.toml", "prepare.py", "train.py"]
+        "README.md", "autolab.toml", "data", "prepare.py", "train.py"]
+    assert (lab / "data" / "val.bin").stat().st_size == 1024 * 65
     assert not (lab / ".git").exists()
     cfg = load_config(lab)
     assert cfg.metric.name == "val_bpb" and cfg.metric.source == "eval"
     assert cfg.files.protected == ["prepare.py"] and cfg.files.editable == ["train.py"]
+    assert cfg.files.protected_data == ["data/val.bin"]
+    assert cfg.run.eval_argv() == ("python", "-P", "prepare.py", "eval")
     with pytest.raises(ValueError, match="SEED"):
         set_constants(text, {"SEED": 3})
     with pytest.raises(ValueError, match="NOPE"):

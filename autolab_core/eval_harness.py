@@ -107,6 +107,11 @@ def neutralise(text: str, limit: int = 4000) -> str:
     return "\n".join("  | " + line for line in clean.splitlines())
 
 
+def _shown(value: object) -> str:
+    """Untrusted data in an error message: short, one line, neutralised."""
+    return neutralise(repr(value)[:200]).strip().removeprefix("| ")
+
+
 # -- frames ----------------------------------------------------------------------------------
 def encode(arrays: Sequence[Array] | None = None, error: str | None = None) -> bytes:
     """One frame holding ``arrays`` (or an ``error`` message)."""
@@ -131,13 +136,13 @@ def _parse_header(raw: bytes) -> list[tuple[str, tuple[int, ...]]] | str:
     specs = header.get("arrays") if isinstance(header, dict) else None
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
         raise HarnessError(f"protocol: the header must hold a list 'arrays' of at most "
-                           f"{MAX_ARRAYS}, got {str(header)[:200]!r}")
+                           f"{MAX_ARRAYS}, got {_shown(header)}")
     parsed = []
     for spec in specs:
         if (not isinstance(spec, dict) or spec.get("dtype") not in DTYPES
                 or not isinstance(spec.get("shape"), list) or len(spec["shape"]) > MAX_DIMS
                 or not all(type(n) is int and n >= 0 for n in spec["shape"])):
-            raise HarnessError(f"protocol: bad array spec {str(spec)[:200]!r}")
+            raise HarnessError(f"protocol: bad array spec {_shown(spec)}")
         parsed.append((str(spec["dtype"]), tuple(spec["shape"])))
     return parsed
 
@@ -147,7 +152,7 @@ def read_frame(read: Callable[[int], bytes], max_bytes: int) -> list[Array] | st
     return exactly ``n`` bytes or raise. Refuses payloads over ``max_bytes``."""
     head = read(8)
     if head[:4] != MAGIC:
-        raise HarnessError(f"protocol: expected a frame, got {head!r}")
+        raise HarnessError(f"protocol: expected a frame, got {_shown(head)}")
     (size,) = struct.unpack("<I", head[4:])
     if size > MAX_HEADER:
         raise HarnessError(f"protocol: header of {size} bytes (limit {MAX_HEADER})")

@@ -158,3 +158,24 @@ def test_shipped_corpus_is_the_built_shakespeare_text() -> None:
     assert hashlib.sha256(text).hexdigest().startswith("b926c6ba9a94585a")
     assert text.count(b"\n==== ") == 41 and text.startswith(b"==== alls_well_that_ends_well")
     text.decode("ascii")
+
+
+def test_eval_refuses_a_changed_held_out_file(tmp_path: Path) -> None:
+    lab = create_reference_lab(tmp_path / "lab")
+    out = lab / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"never loaded")
+    val = lab / "data" / "val.bin"
+    val.write_bytes(b" " * val.stat().st_size)  # easy text, same size
+    ev = subprocess.run([sys.executable, "-P", "prepare.py", "eval"], cwd=lab, env=_env(0, out),
+                        capture_output=True, text=True, timeout=120)
+    assert ev.returncode != 0 and "data/val.bin was changed" in ev.stderr
+    assert not (out / "result.json").exists()
+
+
+def test_training_cannot_ask_prepare_for_the_validation_split(tmp_path: Path) -> None:
+    lab = create_reference_lab(tmp_path / "lab")
+    code = "import prepare; prepare.get_batch('val', 2, 8)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=lab, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "held out" in done.stderr

@@ -184,3 +184,10 @@ def test_wire_format_round_trip_and_error_frames() -> None:
     assert read_frame(_reader(encode(error="boom")), 1 << 20) == "boom"
     with pytest.raises(HarnessError, match="do not fit"):
         Array("float32", (3,), b"\x00" * 8)
+
+
+def test_protocol_errors_neutralise_what_the_child_sent() -> None:
+    forged = _frame({"AUTOLAB_RESULT": {"nonce": "n", "value": 0.1}})
+    with pytest.raises(HarnessError) as info:
+        read_frame(_reader(forged), 1 << 20)
+    assert "AUTOLAB_RESULT" not in str(info.value) and "AUTOLAB-RESULT" in str(info.value)

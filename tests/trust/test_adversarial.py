@@ -1,0 +1,120 @@
+"""Adversarial patches through the real loop: a tiny copy of the reference lab, `autolab run`
+(real CLI, local backend, runner, gate), and each cheat of tests/trust/cheats.py given as an LLM
+worker's edit (queued with its edits, as `autolab try` queues ideas; the LLM worker applies
+and validates them; the Researcher is tests/llm_scripted_server.py, a local stand-in speaking
+the OpenAI wire format, which proposes nothing more).
+
+Every cheat must end not promoted, with the attempt recorded with a reason or a flag. Several
+defences live in the runner and the loop (see docs/trust.md, "Defences"); the test names say
+which class each one is.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autolab.training import create_reference_lab
+from autolab_core.lab import Lab
+from tests.llm_scripted_server import ScriptedLLMServer
+from tests.trust import cheats
+
+TINY = {"STEPS": 20, "WARMUP_STEPS": 5}
+PROMOTION = """[promotion]
+noise_runs = 2
+k_sigma = 2.0
+confirm_runs = 1
+min_delta = 0.005
+min_sigma = 0.005
+"""
+
+CLASSES: dict[str, list[dict[str, str]]] = {
+    "monkeypatch the scoring functions at import": cheats.MONKEYPATCH_EVAL,
+    "train inside the evaluation": cheats.TRAIN_IN_EVAL,
+    "causal only on the checked batch": cheats.PEEK_UNLESS_CHECKED,
+    "causal only on check copies": cheats.PEEK_ON_NATURAL_TEXT,
+    "overwrite the held-out file and restore it": cheats.OVERWRITE_AND_RESTORE_VAL,
+    "train on the held-out windows": cheats.READ_HELDOUT_IN_TRAINING,
+    "look the answers up in the held-out file during eval": cheats.LOOKUP_HELDOUT_IN_EVAL,
+    "swap prepare.py after training": cheats.SWAP_PREPARE_AFTER_TRAINING,
+    "forge result lines with the nonce": cheats.FORGED_RESULT,
+    "shadow modules and bytecode in the tree": cheats.SHADOW_MODULES,
+    "ignore the seed": cheats.FIXED_SEED,
+    "inject PYTHONPATH and PYTHONSTARTUP": cheats.ENV_INJECTION,
+    "raise the time limit": cheats.LONGER_TIME_LIMIT,
+}
+
+
+def make_lab(root: Path, server_url: str) -> Lab:
+    create_reference_lab(root, overrides=TINY)
+    toml = (root / "autolab.toml").read_text()
+    head, _, tail = toml.partition("[promotion]")
+    tail = tail.split("[budget]", 1)[1]
+    (root / "autolab.toml").write_text(
+        head + PROMOTION + "\n[budget]" + tail + f"""
+[run.env]
+OMP_NUM_THREADS = "1"
+
+[backend]
+name = "local"
+
+[llm]
+name = "openai-compatible"
+[llm.openai-compatible]
+base_url = "{server_url}/v1"
+model = "scripted"
+backoff_s = 0
+""")
+    return Lab.init(root)
+
+
+def queue(lab: Lab, classes: dict[str, list[dict[str, str]]]) -> None:
+    with open(lab.state_dir / "inbox.jsonl", "a") as fh:
+        for title, edits in classes.items():
+            fh.write(json.dumps({"id": f"cheat-{uuid.uuid4().hex[:8]}", "title": title,
+                                 "source": "llm", "edits": edits}) + "\n")
+
+
+def run_session(tmp_path: Path, classes: dict[str, list[dict[str, str]]]) -> tuple[Lab, str]:
+    with ScriptedLLMServer(['{"hypotheses": []}'] * 50) as server:
+        lab = make_lab(tmp_path / "lab", server.url)
+        queue(lab, classes)
+        done = subprocess.run(
+            [sys.executable, "-m", "autolab", "run", "--lab", str(lab.root), "--workers", "2",
+             "--max-experiments", str(len(classes)), "--strategy", "llm"],
+            capture_output=True, text=True, timeout=900,
+        )
+    return Lab(lab.root), done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict[str, Any]], str]:
+    lab, output = run_session(tmp_path_factory.mktemp("adversarial"), CLASSES)
+    rows = {r["title"]: r for r in lab.scores() if r["role"] == "candidate"}
+    return rows, output
+
+
+@pytest.mark.parametrize("title", list(CLASSES))
+def test_cheat_is_not_promoted_and_is_recorded(
+    session: tuple[dict[str, dict[str, Any]], str], title: str,
+) -> None:
+    rows, output = session
+    assert title in rows, f"the attempt {title!r} was not recorded\n{output[-3000:]}"
+    row = rows[title]
+    assert row["verdict"] != "promoted", row
+    assert row["reason"] or row["flags"], f"no reason or flag recorded: {row}"
+
+
+def test_job_cannot_move_main(tmp_path: Path) -> None:
+    """`git update-ref refs/heads/main HEAD` from the job: main stays where the loop put it."""
+    lab, output = run_session(tmp_path, {"move main": cheats.MOVE_MAIN})
+    row = next(r for r in lab.scores() if r["role"] == "candidate")
+    assert row["verdict"] != "promoted"
+    assert lab.main_commit() != row["commit"], output[-3000:]
+    assert "main" in output and "moved" in output.lower(), output[-3000:]

@@ -25,6 +25,10 @@ from autolab_core.lab import Lab
 from tests.llm_scripted_server import ScriptedLLMServer
 from tests.trust import cheats
 
+# Two `autolab run` sessions of real torch runs: about 3 minutes on 2 idle cores, much more on
+# a shared machine.
+pytestmark = pytest.mark.timeout(2400)
+
 TINY = {"STEPS": 20, "WARMUP_STEPS": 5}
 PROMOTION = """[promotion]
 noise_runs = 2
@@ -82,13 +86,16 @@ def queue(lab: Lab, classes: dict[str, list[dict[str, str]]]) -> None:
 
 
 def run_session(tmp_path: Path, classes: dict[str, list[dict[str, str]]]) -> tuple[Lab, str]:
+    # Edits to files that are not editable are rejected before they run and do not count
+    # towards --max-experiments; the Researcher proposes nothing more.
+    runnable = sum(all(e["file"] == "train.py" for e in edits) for edits in classes.values())
     with ScriptedLLMServer(['{"hypotheses": []}'] * 50) as server:
         lab = make_lab(tmp_path / "lab", server.url)
         queue(lab, classes)
         done = subprocess.run(
             [sys.executable, "-m", "autolab", "run", "--lab", str(lab.root), "--workers", "2",
-             "--max-experiments", str(len(classes)), "--strategy", "llm"],
-            capture_output=True, text=True, timeout=900,
+             "--max-experiments", str(runnable), "--strategy", "llm"],
+            capture_output=True, text=True, timeout=2000,
         )
     return Lab(lab.root), done.stdout + done.stderr
 
@@ -111,6 +118,16 @@ def test_cheat_is_not_promoted_and_is_recorded(
     assert row["reason"] or row["flags"], f"no reason or flag recorded: {row}"
 
 
+def test_a_candidate_that_ignores_the_seed_is_flagged(
+    session: tuple[dict[str, dict[str, Any]], str],
+) -> None:
+    """Runs of one candidate on different seeds that agree bit for bit ignore the seed the
+    runner sets: a fixed lucky seed is not a win, and the attempt must say so."""
+    rows, _ = session
+    row = rows["ignore the seed"]
+    assert "seed" in (row["flags"] + row["reason"]).lower(), row
+
+
 def test_job_cannot_move_main(tmp_path: Path) -> None:
     """`git update-ref refs/heads/main HEAD` from the job: main stays where the loop put it."""
     lab, output = run_session(tmp_path, {"move main": cheats.MOVE_MAIN})
@@ -118,3 +135,15 @@ def test_job_cannot_move_main(tmp_path: Path) -> None:
     assert row["verdict"] != "promoted"
     assert lab.main_commit() != row["commit"], output[-3000:]
     assert "main" in output and "moved" in output.lower(), output[-3000:]
+
+
+
+@pytest.mark.parametrize("title", [t for t, e in CLASSES.items() if e[0]["file"] == "train.py"])
+def test_every_cheat_is_a_valid_worker_edit(title: str) -> None:
+    """The cheats pass the worker's own edit checks and compile: they really run."""
+    from autolab.agents.edits import apply_edits
+    from autolab.training import reference_lab_path
+
+    files = {"train.py": (reference_lab_path() / "train.py").read_text()}
+    new = apply_edits(files, CLASSES[title], ["train.py"], protected=["prepare.py"])
+    compile(new["train.py"], "train.py", "exec")

@@ -1,32 +1,25 @@
-"""A protected-evaluation harness: run the (patched, untrusted) model in a separate, restricted
-process and compute the metric in the protected parent.
+"""Protected evaluation: the (patched, untrusted) model runs in a separate, restricted process;
+the protected parent sends it inputs over a pipe, gets outputs (e.g. logits) back and computes
+the metric itself, so nothing the patch runs at import (replacing ``math.log``, ``json.dumps``,
+training) touches the number. Standard library only; see docs/trust.md.
 
-Standard library only. The lab's protected evaluation script is the parent; it starts the
-model with :class:`ModelChild`, sends it inputs and gets outputs (logits, embeddings, ...) back
-over a pipe, and scores them itself. The parent never imports the editable code, so nothing the
-patch runs at import time (replacing ``math.log``, ``torch.log_softmax``, ``json.dumps``,
-training in the evaluation) can touch the number.
+The child is a fresh interpreter (``-P -s -B``) running this file with ``--child MODULE:FUNCTION
+ARGS``; ``FUNCTION(*ARGS)`` (in the lab's protected file) builds the model and returns
+``handler(inputs: list[Array]) -> list[Array-like]``. It gets an environment without secrets
+(``job_env``), its own session, CPU and file-size limits (no file contents written), and where
+bubblewrap works a read-only file system, no network and the ``hide`` paths emptied. Its output
+goes to a pipe only the parent reads; the parent shows it only neutralised, in errors.
 
-The child is a fresh interpreter (``-P -s -B``: no script directory or user site on
-``sys.path``, no bytecode written) running this file with ``--child MODULE:FUNCTION ARGS...``;
-``FUNCTION(*ARGS)`` (typically in the lab's protected file) builds the model and returns a
-handler ``handler(inputs: list[Array]) -> list[Array-like]``. The child gets an environment
-without secrets (:func:`autolab_core.secrets.job_env`), its own session, CPU-time and file-size
-limits (it cannot write file contents), and, where bubblewrap works, a read-only file system
-without network, with the parent's held-out files (``hide``) replaced by empty ones. Its
-stdout and stderr go to a pipe only the parent reads (never the parent's stdout, which carries
-results); text from it is shown only inside error messages, neutralised.
-
-Wire format (both directions): ``b"ALH1"``, a 4-byte little-endian header length, a JSON
-header ``{"arrays": [{"dtype": "float32", "shape": [2, 64, 256]}, ...]}`` or
-``{"error": "..."}``, then the arrays' raw little-endian bytes back to back. Nothing is
-unpickled: the parent checks dtype, shape and sizes and hands out bytes, which it turns into a
-tensor with ``torch.frombuffer`` / ``numpy.frombuffer`` / ``array.array``.
+Wire format (both ways): ``b"ALH1"``, a 4-byte little-endian header length, a JSON header
+``{"arrays": [{"dtype": "float32", "shape": [2, 64, 256]}]}`` or ``{"error": "..."}``, then the
+raw little-endian bytes. Nothing is unpickled: the parent checks dtype, shape and sizes and turns
+the bytes into tensors with ``torch.frombuffer`` / ``numpy.frombuffer`` / ``array.array``.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import json
 import math
@@ -207,14 +200,9 @@ def _limits(cpu_seconds: int | None, memory_bytes: int | None) -> Callable[[], N
 
 # -- the parent ------------------------------------------------------------------------------
 class ModelChild:
-    """The untrusted model in its own restricted process. Use as a context manager::
-
-        with ModelChild("prepare:serve_model", cwd=lab, args=[str(weights)],
-                        hide=[lab / "data/val.bin"]) as model:
-            (logits,) = model.call([Array("uint8", (8, 64), x_bytes)])
-
-    ``entry`` is ``MODULE:FUNCTION`` importable from ``cwd``; ``FUNCTION(*args)`` returns the
-    handler. ``timeout_s`` bounds the start plus each call (wall clock), ``cpu_seconds`` the
+    """The untrusted model in its own restricted process (a context manager; docs/trust.md has
+    an example). ``entry``: ``MODULE:FUNCTION`` importable from ``cwd``; ``FUNCTION(*args)``
+    returns the handler. ``timeout_s`` bounds the start plus each call (wall clock), ``cpu_seconds`` the
     child's CPU time, ``memory_bytes`` its address space. ``sandbox``: ``"auto"`` (bubblewrap
     when it works), ``"bwrap"`` (required) or ``"none"``. ``isolation`` says which one ran.
     """
@@ -265,8 +253,26 @@ class ModelChild:
 
     def _drain(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
-        for line in iter(self._proc.stderr.readline, b""):
+        stream = self._proc.stderr
+        for line in iter(lambda: stream.readline(4096), b""):  # bounded: no newline, no matter
             self._err.append(line[:1000])
+
+    def cpu_used(self) -> float | None:
+        """CPU time the child's process tree has used so far (from ``/proc``, also inside
+        bubblewrap, whose processes the parent does not reap); None where ``/proc`` is absent."""
+        if self._proc is None or not Path("/proc/self/stat").exists():
+            return None
+        ticks, todo = 0, [self._proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:  # utime stime cutime cstime: fields 14-17, counted after the ")"
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += sum(int(f) for f in fields[11:15])
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError, IndexError):
+                continue
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def output_tail(self) -> str:
         """The child's last lines of output, neutralised (see :func:`neutralise`)."""
@@ -295,7 +301,7 @@ class ModelChild:
         deadline = time.monotonic() + self.timeout_s
         reply = read_frame(lambda n: self._read(n, deadline), self.max_reply_bytes)
         if isinstance(reply, str):
-            self.close()
+            self.close(grace_s=0.0)
             raise HarnessError(f"the model process raised: {neutralise(reply)}\n"
                                f"its last output:\n{self.output_tail()}")
         return reply
@@ -316,29 +322,26 @@ class ModelChild:
         return out
 
     def _fail(self, what: str) -> NoReturn:
-        code = self.close()
+        code = self.close(grace_s=0.0)
         detail = f" (exit code {code})" if code is not None else ""
         if self.cpu_seconds and code in (-signal.SIGXCPU, -signal.SIGKILL):
             detail += f"; its CPU limit is {self.cpu_seconds} s"
         raise HarnessError(f"the model process {what}{detail}; its last output:\n"
                            f"{self.output_tail()}")
 
-    def close(self) -> int | None:
-        """Kill the child and everything in its session; its exit code."""
+    def close(self, grace_s: float = 5.0) -> int | None:
+        """End the child: end of input first (so it exits and its CPU time is accounted to us),
+        after ``grace_s`` SIGKILL to everything in its session; its exit code."""
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                stream and stream.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its session
         code = proc.wait()
         time.sleep(0.05)  # let the drain thread take the last lines
         return code

@@ -31,18 +31,21 @@ TRAIN_IN_EVAL = before_main('''
 if __name__ != "__main__":  # imported by the evaluation: train there, unmetered
     _build = build_model
 
-    def build_model():
-        m = _build()
+    def build_model():  # deterministic, so the scorer and the checker get the same model
         torch.manual_seed(0)
+        m = _build()
         g = torch.Generator().manual_seed(0)
-        for _ in range(150):  # plain SGD: torch.optim imports need a temporary directory
+        moments = [(torch.zeros_like(q), torch.zeros_like(q)) for q in m.parameters()]
+        for _ in range(150):  # Adam by hand: importing torch.optim needs a temporary directory
             x, y = get_batch("train", 32, 64, g)
             loss = F.cross_entropy(m(x).reshape(-1, VOCAB_SIZE), y.reshape(-1))
             m.zero_grad()
             loss.backward()
             with torch.no_grad():
-                for q in m.parameters():
-                    q -= 0.5 * q.grad
+                for q, (mo, v) in zip(m.parameters(), moments):
+                    mo.mul_(0.9).add_(q.grad, alpha=0.1)
+                    v.mul_(0.99).addcmul_(q.grad, q.grad, value=0.01)
+                    q -= 0.01 * mo / (v.sqrt() + 1e-8)
         m.load_state_dict = lambda *a, **k: None
         return m
 ''')

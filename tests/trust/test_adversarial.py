@@ -129,13 +129,18 @@ def test_a_candidate_that_ignores_the_seed_is_flagged(
 
 
 def test_job_cannot_move_main(tmp_path: Path) -> None:
-    """`git update-ref refs/heads/main HEAD` from the job: main stays where the loop put it."""
+    """`git update-ref refs/heads/main HEAD` from the job: main stays where the loop put it,
+    and the run stops with an alert naming the move."""
     lab, output = run_session(tmp_path, {"move main": cheats.MOVE_MAIN})
-    row = next(r for r in lab.scores() if r["role"] == "candidate")
-    assert row["verdict"] != "promoted"
-    assert lab.main_commit() != row["commit"], output[-3000:]
+    # main's own records may be what the job replaced: read the orchestrator's state
+    states = [json.loads(p.read_text()) for p in (lab.state_dir / "experiments").glob("*.json")]
+    candidates = [e for e in states if e.get("role") == "candidate" and e.get("commit")]
+    assert candidates, output[-3000:]
+    commit = str(candidates[0]["commit"])
+    main = lab.main_commit()
+    assert not (main.startswith(commit) or commit.startswith(main)), output[-3000:]
+    assert candidates[0].get("verdict") != "promoted"
     assert "main" in output and "moved" in output.lower(), output[-3000:]
-
 
 
 @pytest.mark.parametrize("title", [t for t, e in CLASSES.items() if e[0]["file"] == "train.py"])

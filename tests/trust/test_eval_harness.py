@@ -81,6 +81,8 @@ def test_round_trip_returns_raw_arrays(lab: Path) -> None:
     with child(lab, "double") as model:
         out = model.call([Array("uint8", (2, 3), bytes([1, 2, 3, 4, 5, 200]))])
         again = model.call([Array("uint8", (1,), b"\x07")])
+        used = model.cpu_used()
+    assert used is not None and used > 0
     assert out[0] == Array("uint8", (2, 3), bytes([2, 4, 6, 8, 10, 144]))
     assert out[1].dtype == "int64" and int.from_bytes(out[1].data, "little") == 6
     assert again[0].data == b"\x0e"
@@ -142,6 +144,8 @@ def test_bwrap_child_cannot_read_hidden_files(lab: Path) -> None:
     with child(lab, "read", sandbox="bwrap", hide=[lab / "secret.txt"]) as model:
         assert model.isolation == "bwrap"
         (data,) = model.call([Array("uint8", (0,), b"")])
+        used = model.cpu_used()  # the sandboxed interpreter is counted, not just bwrap
+    assert used is not None and used > 0.02
     assert b"held-out" not in data.data  # empty, or refused (PermissionError)
     with child(lab, "write", sandbox="bwrap") as model:
         (msg,) = model.call([Array("uint8", (0,), b"")])

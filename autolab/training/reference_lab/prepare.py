@@ -25,7 +25,6 @@ import json
 import lzma
 import math
 import os
-import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -174,8 +173,8 @@ def main(argv: list[str]) -> int:
         "cwd": lab, "args": [str(weights)], "timeout_s": EVAL_TIMEOUT_S,
         "cpu_seconds": EVAL_CPU_SECONDS, "hide": [lab / VAL_FILE], "readable": [out_dir],
         "env": {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+        "max_reply_bytes": EVAL_BATCH * EVAL_CONTEXT * VOCAB_SIZE * 4,  # one batch of logits
     }
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     scorer = ModelChild("prepare:serve_model", **options).start()
     checker = ModelChild("prepare:serve_model", **options).start()
     try:
@@ -183,14 +182,14 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
         result = evaluate(scorer, checker, val)
+        cpu = [child.cpu_used() for child in (scorer, checker)]
     except HarnessError as exc:
         raise SystemExit(f"eval: {exc}") from None
     finally:
         scorer.close()
         checker.close()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result["eval_cpu_seconds"] = round(after.ru_utime + after.ru_stime
-                                       - before.ru_utime - before.ru_stime, 3)  # model processes
+    if None not in cpu:
+        result["eval_cpu_seconds"] = round(sum(c or 0.0 for c in cpu), 2)  # the model processes
     result["eval_sandboxed"] = int(scorer.isolation != "none")
     (out_dir / "result.json").write_text(json.dumps(result) + "\n")
     print(f"val_bpb: {result['val_bpb']:.6f} ({result['eval_tokens']} bytes, causal check "

@@ -45,9 +45,7 @@ MAGIC = b"ALH1"
 #: dtype name -> item size. Names follow numpy/torch (``torch.float32`` is ``"float32"``).
 DTYPES = {"bool": 1, "uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8,
           "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
-MAX_HEADER = 1 << 16
-MAX_ARRAYS = 64
-MAX_DIMS = 8
+MAX_HEADER, MAX_ARRAYS, MAX_DIMS = 1 << 16, 64, 8  # header bytes, arrays per frame, dims
 
 
 class HarnessError(RuntimeError):
@@ -230,7 +228,7 @@ class ModelChild:
         self.isolation = level
         self._proc: subprocess.Popen[bytes] | None = None
         self._err: collections.deque[bytes] = collections.deque(maxlen=200)
-        self._buffer = b""
+        self._buffer = bytearray()  # grows in place: replies are megabytes in 64 KiB reads
 
     def argv(self) -> list[str]:
         """The child's command line (bubblewrap first when it isolates)."""
@@ -318,7 +316,8 @@ class ModelChild:
             if not chunk:
                 self._fail("exited before it answered")
             self._buffer += chunk
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
         return out
 
     def _fail(self, what: str) -> NoReturn:

@@ -100,32 +100,54 @@ def run_session(tmp_path: Path, classes: dict[str, list[dict[str, str]]]) -> tup
     return Lab(lab.root), done.stdout + done.stderr
 
 
+#: Classes whose defence is the worker's edit check: their rejection is the expected record.
+EDIT_REJECTED = {"inject PYTHONPATH and PYTHONSTARTUP", "raise the time limit"}
+
+Rows = dict[str, list[dict[str, Any]]]
+
+
 @pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict[str, Any]], str]:
+def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[Rows, str]:
     lab, output = run_session(tmp_path_factory.mktemp("adversarial"), CLASSES)
-    rows = {r["title"]: r for r in lab.scores() if r["role"] == "candidate"}
+    rows: Rows = {}
+    for row in lab.scores():
+        if row["role"] == "candidate":
+            rows.setdefault(row["title"], []).append(row)
     return rows, output
 
 
-@pytest.mark.parametrize("title", list(CLASSES))
-def test_cheat_is_not_promoted_and_is_recorded(
-    session: tuple[dict[str, dict[str, Any]], str], title: str,
+def attempts(rows: Rows, title: str, output: str) -> list[dict[str, Any]]:
+    """The recorded attempts of one cheat that really ran (an edit that no longer applies
+    after another candidate moved main never ran, and proves nothing)."""
+    assert title in rows, f"the attempt {title!r} was not recorded\n{output[-3000:]}"
+    assert all(r["verdict"] != "promoted" for r in rows[title]), rows[title]
+    ran = [r for r in rows[title] if not r["reason"].startswith("invalid patch")]
+    assert ran, f"{title!r} never ran: {rows[title]}"
+    return ran
+
+
+@pytest.mark.parametrize("title", [t for t in CLASSES if t not in EDIT_REJECTED])
+def test_cheat_is_not_promoted_and_is_recorded(session: tuple[Rows, str], title: str) -> None:
+    rows, output = session
+    for row in attempts(rows, title, output):
+        assert row["reason"] or row["flags"], f"no reason or flag recorded: {row}"
+
+
+@pytest.mark.parametrize("title", sorted(EDIT_REJECTED))
+def test_edits_outside_the_editable_files_are_rejected(
+    session: tuple[Rows, str], title: str,
 ) -> None:
     rows, output = session
-    assert title in rows, f"the attempt {title!r} was not recorded\n{output[-3000:]}"
-    row = rows[title]
-    assert row["verdict"] != "promoted", row
-    assert row["reason"] or row["flags"], f"no reason or flag recorded: {row}"
+    assert title in rows, output[-3000:]
+    for row in rows[title]:
+        assert row["status"] == "rejected" and "not an editable file" in row["reason"], row
 
 
-def test_a_candidate_that_ignores_the_seed_is_flagged(
-    session: tuple[dict[str, dict[str, Any]], str],
-) -> None:
+def test_a_candidate_that_ignores_the_seed_is_flagged(session: tuple[Rows, str]) -> None:
     """Runs of one candidate on different seeds that agree bit for bit ignore the seed the
-    runner sets: a fixed lucky seed is not a win, and the attempt must say so."""
-    rows, _ = session
-    row = rows["ignore the seed"]
-    assert "seed" in (row["flags"] + row["reason"]).lower(), row
+    runner sets: a fixed lucky seed is not a win, and the attempt must be flagged for it."""
+    rows, output = session
+    assert any("seed" in r["flags"].lower() for r in attempts(rows, "ignore the seed", output))
 
 
 def test_job_cannot_move_main(tmp_path: Path) -> None:

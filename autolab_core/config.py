@@ -192,7 +192,8 @@ class MetricSection:
 class FilesSection:
     editable: list[str] = attrs.field(factory=lambda: ["train.py"])
     protected: list[str] = attrs.field(factory=list)
-    protected_data: list[str] = attrs.field(factory=list)  # evaluation data globs, pinned by hash
+    # held-out evaluation data (globs): pinned by hash, hidden from training where sandboxed
+    protected_data: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen

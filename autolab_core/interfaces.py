@@ -79,7 +79,7 @@ class Plugin(abc.ABC):
     def available(cls) -> str | None:
         """None when the plugin can run here; otherwise why not, naming the fix.
 
-        Example: ``"huggingface_hub is not installed: pip install 'autolab[hf]'"``. It must be
+        Example: ``"huggingface_hub is not installed: pip install 'autolab-ml[hf]'"``. It must be
         cheap and must not raise. Instance-level checks (a cluster that answers, a token that is
         set) go in :meth:`check`.
         """

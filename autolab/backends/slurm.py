@@ -100,7 +100,7 @@ class SlurmBackend(JobBackend):
     @classmethod
     def available(cls) -> str | None:
         if importlib.util.find_spec("submitit") is None:
-            return "submitit is not installed: pip install 'autolab[slurm]'"
+            return "submitit is not installed: pip install 'autolab-ml[slurm]'"
         if shutil.which("sbatch") is None:
             return (
                 "sbatch is not on PATH: run autolab on a SLURM login node "

@@ -126,6 +126,11 @@ class RunSection:
     time_limit: float | None = attrs.field(default=1800.0, metadata={"duration": True})
     env: dict[str, str] = attrs.field(factory=dict)
     seed_env: str = "AUTOLAB_SEED"
+    #: pip requirements installed before each job by backends that build their own
+    #: environment (hf-jobs); SLURM and local jobs use the lab's environment as it is.
+    requirements: list[str] = attrs.field(factory=list)
+    #: How long the checkouts of ended experiments (and the backend's job folders) are kept.
+    keep_checkouts: float | None = attrs.field(default=7 * 86400.0, metadata={"duration": True})
 
     def argv(self) -> tuple[str, ...]:
         return _argv(self.command)

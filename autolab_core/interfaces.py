@@ -163,6 +163,34 @@ class JobBackend(Plugin):
         """
         return str(handle.data.get("slot", self.name))
 
+    # -- optional capabilities: the defaults suit a backend without them ---------------------
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
+        """Queue several jobs at once (the loop hands over every job ready in one turn).
+
+        A backend that can batch them (a SLURM job array) overrides it; the default submits
+        them one by one. Returns one handle per spec, in order.
+        """
+        return [self.submit(spec) for spec in specs]
+
+    def cleanup(self) -> list[str]:
+        """Remove the files of jobs that ended longer ago than the backend keeps them.
+
+        Called at startup and about hourly. Returns the experiment ids cleaned up.
+        """
+        return []
+
+    def disk_usage(self) -> int | None:
+        """Bytes this backend keeps on this machine (job folders), or None if it keeps none."""
+        return None
+
+    def system_metrics(self, handle: JobHandle) -> list[MetricPoint]:
+        """Hardware metrics of the job (GPU use and memory) the backend measured, if any.
+
+        Points named ``system/...``; the loop appends them to the metric store with the
+        job's own metrics. Return only points not returned before.
+        """
+        return []
+
 
 @attrs.frozen
 class Message:

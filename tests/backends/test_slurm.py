@@ -362,7 +362,7 @@ def test_autolab_run_end_to_end_on_slurm(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, cwd=root,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "backend slurm" in proc.stdout
+    assert re.search(r"backend\s+slurm", proc.stdout), proc.stdout  # the settings header
     finished = [e for e in Lab(root).load_experiments() if e.status is ExperimentStatus.FINISHED]
     assert {e.role for e in finished} >= {"baseline", "candidate"}, proc.stdout
     for exp in finished:

@@ -10,6 +10,8 @@ observable; what it adds is recorded for the assertions.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ class PricedBackend(LocalBackend):
         self.waves: list[list[str]] = []
         self.committed_at_submit: list[float] = []  # spent + reserved when a wave went out
         self.cleanups = 0
+        self.resources: dict[str, dict[str, Any]] = {}
         self.polled: set[str] = set()
         self.seen_reasons: dict[str, str | None] = {}
         self.gpu_sent: set[str] = set()
@@ -60,6 +63,7 @@ class PricedBackend(LocalBackend):
 
     def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
         self.waves.append([s.experiment_id for s in specs])
+        self.resources.update({s.experiment_id: dict(s.resources) for s in specs})
         if self.jobs_ is not None:
             t = self.jobs_.budget.totals()
             self.committed_at_submit.append(t["spent"] + t["reserved"])
@@ -190,3 +194,21 @@ def test_experiment_resources_reach_the_job_spec_and_the_estimate(tmp_path: Path
 
     assert Hypothesis.from_dict(to_dict(h)).resources == {"flavor": "big"}
 
+
+
+def test_autolab_try_flavor_runs_the_idea_on_that_flavor(tmp_path: Path) -> None:
+    lab = make_toy_lab(tmp_path / "lab")
+    bad = subprocess.run([sys.executable, "-m", "autolab", "try", "--lab", str(lab.root),
+                          "--memory", "lots", "LR=0.02"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--memory 'lots': write a size such as 64G" in bad.stderr + bad.stdout
+    done = subprocess.run([sys.executable, "-m", "autolab", "try", "--lab", str(lab.root),
+                           "--flavor", "big", "--gpus", "2", "--memory", "512M", "LR=0.02"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loop, backend = build(lab, max_experiments=1)
+    exps = loop.run()
+    mine = [e for e in exps if e.hypothesis.source == "user"]
+    assert mine and mine[0].hypothesis.resources == {"flavor": "big", "gpus": 2, "memory_gb": 0.5}
+    assert backend.resources[mine[0].id] == {"flavor": "big", "gpus": 2, "memory_gb": 0.5}
+    baseline = next(e for e in exps if e.role == Role.BASELINE)
+    assert backend.resources[baseline.id] == {}  # the lab's defaults for everything else

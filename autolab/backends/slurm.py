@@ -9,6 +9,10 @@ accounting), plus the exit records; ``sacct`` is asked only about jobs squeue ha
 
 Jobs are named ``autolab-<lab>-<experiment id>`` so that :meth:`SlurmBackend.find` can tell a
 restarted orchestrator that an experiment was already submitted.
+
+The class is assembled from :mod:`~autolab.backends.slurm_watch` (squeue/sacct, job states) and
+:mod:`~autolab.backends.slurm_submit` (sbatch, arrays, the local queue); this module adds
+construction, checks, logs, cancel, reattach/find and cleanup. Options: :class:`SlurmOptions`.
 """
 
 from __future__ import annotations

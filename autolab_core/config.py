@@ -132,6 +132,11 @@ class RunSection:
     # The interpreter whose directory goes first on PATH for the lab's commands (so `python`
     # in `command` is it); None: the interpreter that runs autolab (and the job runner).
     python: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_python(v))
+    #: pip requirements installed before each job by backends that build their own
+    #: environment (hf-jobs); SLURM and local jobs use the lab's environment as it is.
+    requirements: list[str] = attrs.field(factory=list)
+    #: How long the checkouts of ended experiments (and the backend's job folders) are kept.
+    keep_checkouts: float | None = attrs.field(default=7 * 86400.0, metadata={"duration": True})
 
     def argv(self) -> tuple[str, ...]:
         return _argv(self.command)
@@ -192,7 +197,8 @@ class MetricSection:
 class FilesSection:
     editable: list[str] = attrs.field(factory=lambda: ["train.py"])
     protected: list[str] = attrs.field(factory=list)
-    protected_data: list[str] = attrs.field(factory=list)  # evaluation data globs, pinned by hash
+    # held-out evaluation data (globs): pinned by hash, hidden from training where sandboxed
+    protected_data: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen

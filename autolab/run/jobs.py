@@ -19,6 +19,8 @@ import attrs
 from rich.markup import escape as rich_escape
 
 from autolab.lab_recovery import OutputTail, failure_reason
+from autolab.reporting.status import with_wait_reason
+from autolab.run.budget import Budget, OverBudget
 from autolab.run.ledger import Ledger
 from autolab.seed_check import seed_env, seeded_argv
 from autolab_core.config import Config, resolve_python
@@ -115,6 +117,8 @@ class Jobs:
         self.backend = backend
         self.store = store
         self.reporter = reporter
+        self.budget = Budget(self.config.budget.usd, self.lab.state_dir / "budget.json")
+        self.budget_refusal: str | None = None  # why the last job was refused for money
 
     def worktree(self, exp: Experiment) -> Path:
         """Where ``exp``'s checkout lives while it runs."""
@@ -158,29 +162,70 @@ class Jobs:
             commit=exp.commit,
             branch=exp.branch,
             labels={"autolab-lab": cfg.name, "autolab-experiment": exp.id},
+            resources=dict(exp.hypothesis.resources),  # this experiment's, over the backend's
+            requirements=tuple(cfg.run.requirements),
         )
 
     def submit(self, exp: Experiment) -> Experiment:
-        """Hand ``exp`` to the backend (or reject it when it would overrun ``[budget] usd``)."""
-        exp = attrs.evolve(exp, nonce=exp.nonce or secrets.token_hex(16), attempts=exp.attempts + 1)
-        spec = self.job_spec(exp)
-        budget = self.config.budget.usd
-        if budget is not None:
-            estimate = self.backend.estimate_cost(spec) or 0.0
-            left = budget - self.ledger.spent_usd()
-            if estimate > left:
-                return self.ledger.reject(exp, f"over budget: this job may cost ${estimate:.2f}, "
-                                               f"${left:.2f} of ${budget:.2f} is left ([budget] usd)")
-        exp = self.ledger.put(exp.with_status(ExperimentStatus.SUBMITTED))  # before: crash-safe
-        h = exp.hypothesis
-        self.store.start(exp.id, config={
-            "title": h.title, "role": exp.role, "seed": exp.seed, "source": h.source,
-            "citation": h.citation, **{f"knob.{k}": v for k, v in h.changes.items()},
-        }, group=self.config.name)
-        handle = self.backend.submit(spec)
-        exp = self.ledger.put(attrs.evolve(exp, handle=handle, slot=self.backend.slot_of(handle)))
-        self.ledger.say(f"[cyan]submitted[/] {exp.id} ({exp.role}, seed {exp.seed}) {h.title}")
-        return exp
+        """Hand ``exp`` to the backend (see :meth:`submit_many`)."""
+        return self.submit_many([exp])[0]
+
+    def submit_many(self, exps: list[Experiment]) -> list[Experiment]:
+        """Hand ``exps`` to the backend in one ``submit_many`` call (a SLURM job array).
+
+        Each job's cost estimate is reserved in the budget first. One that could cross
+        ``[budget] usd`` is rejected with the reason, or, while other jobs hold reservations
+        that may yet be freed, left ready for a later turn (:class:`~autolab.run.budget.OverBudget`).
+        Returns the experiments as they are now, in order.
+        """
+        out: dict[str, Experiment] = {}
+        wave: list[tuple[Experiment, JobSpec]] = []
+        for exp in exps:
+            exp = attrs.evolve(exp, nonce=exp.nonce or secrets.token_hex(16),
+                               attempts=exp.attempts + 1)
+            if self.budget_refusal:  # one refusal stops the run: the others stay ready
+                out[exp.id] = exp
+                continue
+            spec = self.job_spec(exp)
+            try:
+                estimate = (self.backend.estimate_cost(spec)
+                            if self.budget.limit_usd is not None else None)
+                self.budget.reserve(exp.id, float(estimate or 0.0))
+            except OverBudget as exc:
+                out[exp.id] = self._over_budget(exp, str(exc))
+                continue
+            wave.append((exp, spec))
+        if wave:
+            self._hand_over(wave)
+        return [out.get(e.id) or self.ledger.get(e.id) or e for e in exps]
+
+    def _over_budget(self, exp: Experiment, reason: str) -> Experiment:
+        if self.budget.totals()["reserved"] > 0:  # jobs in flight may cost less than reserved
+            return exp
+        self.budget_refusal = reason  # nothing in flight: the money left cannot pay for it
+        return self.ledger.reject(exp, reason)
+
+    def _hand_over(self, wave: list[tuple[Experiment, JobSpec]]) -> None:
+        exps = []
+        for exp, _spec in wave:
+            exp = self.ledger.put(exp.with_status(ExperimentStatus.SUBMITTED))  # before: crash-safe
+            h = exp.hypothesis
+            self.store.start(exp.id, config={
+                "title": h.title, "role": exp.role, "seed": exp.seed, "source": h.source,
+                "citation": h.citation, **{f"knob.{k}": v for k, v in h.changes.items()},
+                **{f"resource.{k}": v for k, v in h.resources.items()},
+            }, group=self.config.name)
+            exps.append(exp)
+        try:
+            handles = self.backend.submit_many([spec for _exp, spec in wave])
+        except BaseException:
+            for exp in exps:
+                self.budget.release(exp.id)
+            raise
+        for exp, handle in zip(exps, handles, strict=True):
+            exp = self.ledger.put(attrs.evolve(exp, handle=handle, slot=self.backend.slot_of(handle)))
+            self.ledger.say(f"[cyan]submitted[/] {exp.id} ({exp.role}, seed {exp.seed}) "
+                            f"{exp.hypothesis.title}")
 
     def reattach(self) -> list[Experiment]:
         """After a restart: take over jobs a previous session submitted; returns those lost."""
@@ -212,6 +257,9 @@ class Jobs:
             state = states.get(exp.handle.job_id)
             if state is None:
                 continue
+            waiting = with_wait_reason(exp, state)  # SLURM's pending reason, for `autolab status`
+            if waiting is not exp:
+                exp = self.ledger.put(waiting)
             if state.status is not JobStatus.PENDING and exp.status is ExperimentStatus.SUBMITTED:
                 slot = state.hardware.get("slot") or exp.slot  # known once a queued job starts
                 exp = self.ledger.put(attrs.evolve(exp, slot=slot).with_status(
@@ -266,6 +314,7 @@ class Jobs:
             if not final or exp.result is not None or empty_reads >= 4:
                 break
             time.sleep(0.25)
+        points += self.backend.system_metrics(exp.handle)  # GPU use, where the backend measures it
         if points:
             self.store.append(points)
         return self.ledger.put(exp)
@@ -277,6 +326,7 @@ class Jobs:
         if state.hardware.get("slot"):
             exp = attrs.evolve(exp, slot=state.hardware["slot"])
         cost = state.cost_usd or 0.0
+        self.budget.settle(exp.id, cost)  # the real cost replaces the reserved estimate
         if state.status is JobStatus.SUCCEEDED and exp.result is not None:
             exp = attrs.evolve(exp, hardware=hardware, cost_usd=cost,
                                eval_hash=exp.result.eval_hash)

@@ -78,10 +78,10 @@ def bench_busy(args: argparse.Namespace) -> None:
         print(f"orchestration overhead per experiment: {overhead * 1000:.0f} ms")
 
 
-def slow_toy_lab(root: Path, job_seconds: float, extra_config: str = "") -> Lab:
+def slow_toy_lab(root: Path, job_seconds: float, extra_config: str = "", flat: bool = False) -> Lab:
     from toylab import make_toy_lab
 
-    lab = make_toy_lab(root, extra_config=extra_config)
+    lab = make_toy_lab(root, flat=flat, extra_config=extra_config)
     train = (lab.root / "train.py").read_text().replace(
         "SEED = int", f"import time; time.sleep({job_seconds})\nSEED = int")
     (lab.root / "train.py").write_text(train)
@@ -106,7 +106,9 @@ def bench_busy_llm(args: argparse.Namespace) -> None:
     with ScriptedLLMServer(replies) as server, tempfile.TemporaryDirectory() as tmp:
         config = (f'\n[llm]\nname = "openai-compatible"\n[llm.openai-compatible]\n'
                   f'base_url = "{server.url}/v1"\nmodel = "scripted"\nbackoff_s = 0\n')
-        lab = slow_toy_lab(Path(tmp) / "lab", args.job_seconds, config)
+        # flat: no promotion moves main, so the LLM idea is not rebased (a re-write would need
+        # another scripted answer)
+        lab = slow_toy_lab(Path(tmp) / "lab", args.job_seconds, config, flat=True)
         opts = RunOptions(workers=args.workers, max_experiments=args.jobs, poll_interval=0.2)
         loop = build_loop(lab, opts, say=lambda _m: None, strategy="llm")
         t0 = time.time()

@@ -286,11 +286,15 @@ def report(lab_dir: Path, out: Path | None, attribution: bool = False,
            queue_ablations: bool = False) -> None:
     """Write the Markdown and HTML report with leaderboard, curves and Gantt chart."""
     from autolab.reporting.console import write_report
+    from autolab_core.errors import AutolabError
     from autolab_core.lab import Lab
 
     if queue_ablations and not attribution:
         _fail("--queue needs --attribution (it queues the ablations of the attribution table)")
-    lab = Lab(lab_dir)
+    try:
+        lab = Lab(lab_dir)
+    except AutolabError as exc:
+        _fail(str(exc))
     if attribution:
         from autolab.reporting.attribution import write_attribution
 

@@ -278,12 +278,30 @@ def status(lab_dir: Path) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write report.md, report.html and PNG charts "
                    "(default: <lab>/.autolab/report).")
-def report(lab_dir: Path, out: Path | None) -> None:
+@click.option("--attribution", is_flag=True, help="Also write attribution.md: how much of the "
+              "total gain each promoted change still carries (an ablation per change).")
+@click.option("--queue", "queue_ablations", is_flag=True, help="With --attribution: queue the "
+              "ablations that have no run yet; the next `autolab run` runs them.")
+def report(lab_dir: Path, out: Path | None, attribution: bool = False,
+           queue_ablations: bool = False) -> None:
     """Write the Markdown and HTML report with leaderboard, curves and Gantt chart."""
     from autolab.reporting.console import write_report
+    from autolab_core.errors import AutolabError
     from autolab_core.lab import Lab
 
-    lab = Lab(lab_dir)
+    if queue_ablations and not attribution:
+        _fail("--queue needs --attribution (it queues the ablations of the attribution table)")
+    try:
+        lab = Lab(lab_dir)
+    except AutolabError as exc:
+        _fail(str(exc))
+    if attribution:
+        from autolab.reporting.attribution import write_attribution
+
+        path, _, queued = write_attribution(lab, out or lab.state_dir / "report", queue_ablations)
+        click.echo(path.read_text())
+        for h in queued:
+            click.echo(f"queued: {h.title}")
     paths = write_report(lab, out or lab.state_dir / "report")
     for path in paths:
         click.echo(str(path))

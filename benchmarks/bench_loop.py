@@ -1,11 +1,17 @@
 """Benchmarks of the run loop (issue 3).
 
     python benchmarks/bench_loop.py busy     [--jobs 24] [--workers 2] [--job-seconds 2]
+    python benchmarks/bench_loop.py busy-llm [--jobs 16] [--workers 2] [--job-seconds 2] [--llm-seconds 8]
     python benchmarks/bench_loop.py search   [--candidates 8] [--steps 300]
 
 ``busy``: the share of slot time spent running experiments while the queue is not empty, and
 the orchestration overhead per experiment (slot time not spent running, divided by the number
 of runs), on the toy lab with a training step that sleeps ``--job-seconds``.
+
+``busy-llm``: the same in LLM mode with a slow model (an OpenAI-compatible server on 127.0.0.1,
+tests/llm_scripted_server.py, that answers every request ``--llm-seconds`` late: two malformed
+answers, then one idea and its edit, then no more ideas). Knob-explorer candidates must keep
+the slots busy while the model thinks.
 
 ``search``: the knob explorer against random search over the same knobs, on the real reference
 lab (torch on CPU), each with the same number of candidate experiments; the gain per
@@ -72,6 +78,54 @@ def bench_busy(args: argparse.Namespace) -> None:
         print(f"orchestration overhead per experiment: {overhead * 1000:.0f} ms")
 
 
+def slow_toy_lab(root: Path, job_seconds: float, extra_config: str = "", flat: bool = False) -> Lab:
+    from toylab import make_toy_lab
+
+    lab = make_toy_lab(root, flat=flat, extra_config=extra_config)
+    train = (lab.root / "train.py").read_text().replace(
+        "SEED = int", f"import time; time.sleep({job_seconds})\nSEED = int")
+    (lab.root / "train.py").write_text(train)
+    lab.repo.git.commit("-qam", "slow toy")
+    return lab
+
+
+def bench_busy_llm(args: argparse.Namespace) -> None:
+    import json
+
+    from llm_scripted_server import ScriptedLLMServer
+
+    slow = {"delay": args.llm_seconds}
+    idea = {"title": "Triple the learning rate", "rationale": "short runs favour larger steps",
+            "expected_effect": "val_bpb -0.3", "risk": "low", "citation": ""}
+    edit = {"edits": [{"file": "train.py", "search": "LR = 0.01  # learning rate",
+                       "replace": "LR = 0.03  # learning rate"}], "summary": "LR x3"}
+    replies = [{**slow, "text": "not JSON"}, {**slow, "text": "still not JSON"},
+               {**slow, "text": json.dumps({"hypotheses": [idea]})},
+               {**slow, "text": json.dumps(edit)},
+               *[{**slow, "text": json.dumps({"hypotheses": []})}] * 50]
+    with ScriptedLLMServer(replies) as server, tempfile.TemporaryDirectory() as tmp:
+        config = (f'\n[llm]\nname = "openai-compatible"\n[llm.openai-compatible]\n'
+                  f'base_url = "{server.url}/v1"\nmodel = "scripted"\nbackoff_s = 0\n')
+        # flat: no promotion moves main, so the LLM idea is not rebased (a re-write would need
+        # another scripted answer)
+        lab = slow_toy_lab(Path(tmp) / "lab", args.job_seconds, config, flat=True)
+        opts = RunOptions(workers=args.workers, max_experiments=args.jobs, poll_interval=0.2)
+        loop = build_loop(lab, opts, say=lambda _m: None, strategy="llm")
+        t0 = time.time()
+        exps = loop.run()
+        wall = time.time() - t0
+        frac, overhead, n = busy_fraction(exps, args.workers)
+        sources = statistics.multimode([e.hypothesis.source for e in exps]) if exps else []
+        llm = [e for e in exps if e.hypothesis.source == "llm"]
+        llm_runs = sum(1 for e in llm if e.at(ExperimentStatus.STARTED))
+        print(f"runs: {n} on {args.workers} slots, {args.job_seconds}s each, model answers "
+              f"{args.llm_seconds}s late, {len(server.requests)} LLM requests, wall {wall:.1f}s")
+        print(f"LLM candidates: {len(llm)} proposed, {llm_runs} run "
+              f"({', '.join(str(e.status) for e in llm)}); most common source: {', '.join(sources)}")
+        print(f"worker busy fraction (queue non-empty, LLM mode): {100 * frac:.2f}%")
+        print(f"orchestration overhead per experiment: {overhead * 1000:.0f} ms")
+
+
 def session(root: Path, strategy: str, candidates: int, workers: int) -> list[Experiment]:
     lab = Lab(root)
     opts = RunOptions(workers=workers, max_experiments=candidates, poll_interval=0.5)
@@ -113,12 +167,17 @@ def main() -> None:
     b.add_argument("--jobs", type=int, default=24)
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--job-seconds", type=float, default=2.0)
+    bl = sub.add_parser("busy-llm")
+    bl.add_argument("--jobs", type=int, default=16)
+    bl.add_argument("--workers", type=int, default=2)
+    bl.add_argument("--job-seconds", type=float, default=2.0)
+    bl.add_argument("--llm-seconds", type=float, default=8.0)
     s = sub.add_parser("search")
     s.add_argument("--candidates", type=int, default=8)
     s.add_argument("--steps", type=int, default=300)
     s.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    {"busy": bench_busy, "search": bench_search}[args.what](args)
+    {"busy": bench_busy, "busy-llm": bench_busy_llm, "search": bench_search}[args.what](args)
 
 
 if __name__ == "__main__":

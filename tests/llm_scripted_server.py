@@ -7,7 +7,9 @@ It speaks the real wire formats (OpenAI ``POST /v1/chat/completions`` and Anthro
 - a ``str``: the assistant's text;
 - ``{"tool_input": {...}}``: an Anthropic ``tool_use`` block (OpenAI: the JSON as text);
 - ``{"status": 429, "headers": {"Retry-After": "0"}, "body": {...}}``: an HTTP error;
-- any of the above with ``"delay": seconds`` to answer late, ``"usage": {...}`` to override.
+- any of the above with ``"delay": seconds`` to answer late, ``"usage": {...}`` to override;
+- any of the above with ``"wait": threading.Event`` to answer only once the test sets it (a model
+  that is slow until the test has seen what it wants; ``"wait_s"`` bounds the wait, default 300).
 
 When the script runs out it answers HTTP 418 naming that, so a test that asks too often fails.
 """
@@ -81,6 +83,8 @@ class ScriptedLLMServer:
         spec = reply if isinstance(reply, dict) else {"text": reply}
         if spec.get("delay"):
             time.sleep(float(spec["delay"]))
+        if spec.get("wait") is not None:
+            spec["wait"].wait(timeout=float(spec.get("wait_s", 300)))
         if "status" in spec:
             payload = spec.get("body", {"error": {"message": f"scripted HTTP {spec['status']}"}})
             return self._send(handler, int(spec["status"]), payload, spec.get("headers", {}))

@@ -4,6 +4,12 @@
 :class:`~autolab.run.ledger.Ledger`, the roles (:class:`Roles`), the queue depth, a
 ``candidates_left()`` callable, the pre-queue check (:mod:`autolab.run.smoke`) and a
 ``housekeeping()`` callable for idle moments. It never sees the loop.
+
+With an LLM Researcher and the knob explorer in reserve (``Roles.fallback``), the LLM works in
+its own thread (:class:`LLMFeed`) while this thread keeps a couple of knob-explorer candidates
+ready, so no slot waits on a slow or failing model. When an LLM idea is written, the queued knob
+candidates are held back (their commit set aside) until the LLM candidate has been submitted:
+it takes the next free slot.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -20,6 +27,7 @@ from autolab.agents.llm_roles import patch_limits
 from autolab.agents.planner import check_code, check_hypothesis
 from autolab.run import gate
 from autolab.run.ledger import Ledger
+from autolab.run.llm_feed import LLMFeed, WrittenIdea
 from autolab.run.smoke import SmokeCheck
 from autolab_core.errors import BudgetExceeded, LLMError, PatchError
 from autolab_core.hashing import content_hash
@@ -94,6 +102,7 @@ class ProposalPipeline:
     """Keeps ``depth`` ready candidates queued, in a background thread."""
 
     MAX_ERRORS = 3  # Researcher failures in a row before falling back to the knob explorer
+    FILL_AHEAD = 2  # knob candidates kept ready while the LLM works
 
     def __init__(self, ledger: Ledger, roles: Roles, *, depth: int,
                  candidates_left: Callable[[], bool], smoke: SmokeCheck,
@@ -109,14 +118,27 @@ class ProposalPipeline:
         self.inbox = ledger.lab.state_dir / "inbox.jsonl"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="autolab-proposer", daemon=True)
+        self.feed: LLMFeed | None = None
+        self._llm_ids: set[str] = set()  # candidates planned from the feed
+        self._held: dict[str, Experiment] = {}  # knob candidates set aside for an LLM idea
+        if roles.fallback is not None:
+            self.feed = LLMFeed(ledger, roles.proposer, roles.writer, lambda: lab_digest(ledger),
+                                depth=depth,
+                                candidates_left=candidates_left, waiting=self._llm_waiting,
+                                stop=self._stop, max_errors=self.MAX_ERRORS)
 
     def start(self) -> None:
+        if self.feed is not None:
+            self.feed.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
+        if self.feed is not None:
+            self.feed.join()
+        self._release()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -136,11 +158,14 @@ class ProposalPipeline:
         if self._take_inbox():
             return True
         for exp in self.ledger.experiments():
-            if exp.role == Role.CANDIDATE and exp.status is ExperimentStatus.QUEUED and not exp.commit:
+            if (exp.role == Role.CANDIDATE and exp.status is ExperimentStatus.QUEUED and not exp.commit
+                    and exp.id not in self._held):
                 self.materialize(exp)
                 return True
         if self.housekeeping():
             return True
+        if self.feed is not None:
+            return self._step_with_feed(self.feed)
         if not self.candidates_left() or self._queued_candidates() >= self.depth:
             return False
         digest = lab_digest(self.ledger)
@@ -165,6 +190,75 @@ class ProposalPipeline:
             self.plan(h, digest.code_hash)
         return True
 
+    # -- the LLM in its own thread, knob candidates meanwhile ------------------------------------
+    def _llm_waiting(self) -> int:
+        """LLM candidates queued and not yet submitted."""
+        return sum(1 for e in self.ledger.experiments()
+                   if e.id in self._llm_ids and e.status is ExperimentStatus.QUEUED)
+
+    def _step_with_feed(self, feed: LLMFeed) -> bool:
+        if not feed.out.empty():
+            self._hold()  # before the LLM candidate exists: no knob candidate starts ahead of it
+            written = feed.out.get()
+            self._plan_written(written)
+            return True
+        if self._llm_waiting():
+            self._hold()
+            return False
+        self._release()
+        if feed.finished:
+            self.feed = None
+            if self.roles.fall_back():
+                self.ledger.say(f"[yellow]{feed.finished}; continuing with the knob explorer[/]")
+            else:
+                self.exhausted = True
+            return True
+        assert self.roles.fallback is not None
+        proposer, _ = self.roles.fallback
+        if (not self.candidates_left() or len(self.ledger.ready()) >= self.FILL_AHEAD
+                or self._queued_candidates() >= self.depth):
+            return False
+        digest = lab_digest(self.ledger)
+        ideas = proposer.propose(digest, 1)
+        for h in ideas:
+            self.plan(h, digest.code_hash)
+        return bool(ideas)
+
+    def _plan_written(self, written: WrittenIdea) -> None:
+        """An LLM idea the feed has written (or failed to write): queue or reject it."""
+        exp = attrs.evolve(self.ledger.new(written.hypothesis, Role.CANDIDATE),
+                           base_commit=written.base_commit, base_code=written.base_code)
+        self._llm_ids.add(exp.id)
+        if written.error:
+            self.ledger.reject(exp, written.error)
+            return
+        why = check_hypothesis(exp.hypothesis, self.ledger.experiments(), written.base_code)
+        if why:
+            self.ledger.reject(exp, why)
+            return
+        self.materialize(exp, written.files, written.edits)
+
+    def _hold(self) -> None:
+        """Set aside the commit of every ready knob candidate so an LLM candidate goes first."""
+        for exp in self.ledger.ready():
+            if exp.role != Role.CANDIDATE or exp.id in self._llm_ids:
+                continue
+            with self.ledger._lock:  # the loop may be submitting it right now
+                current = self.ledger.get(exp.id)
+                if current is not None and current.status is ExperimentStatus.QUEUED and current.commit:
+                    self._held[exp.id] = current
+                    self.ledger.put(attrs.evolve(current, commit=None))
+
+    def _release(self) -> None:
+        """Give the held knob candidates their commits back."""
+        for exp_id, held in list(self._held.items()):
+            with self.ledger._lock:
+                current = self.ledger.get(exp_id)
+                if (current is not None and current.status is ExperimentStatus.QUEUED
+                        and not current.commit and current.base_code == held.base_code):
+                    self.ledger.put(held)
+            del self._held[exp_id]
+
     def _researcher_failed(self, exc: LLMError) -> None:
         self.errors += 1
         say = self.ledger.say
@@ -185,22 +279,33 @@ class ProposalPipeline:
             return None
         return self.materialize(exp)
 
-    def materialize(self, exp: Experiment) -> Experiment | None:
-        """Write the patch for a queued candidate and commit it on its branch (or reject)."""
+    def _writer_for(self, exp: Experiment) -> PatchWriter:
+        """The knob explorer writes knob changes while the LLM runs beside it."""
+        if self.feed is not None and self.roles.fallback and exp.hypothesis.changes \
+                and exp.id not in self._llm_ids:
+            return self.roles.fallback[1]
+        return self.roles.writer
+
+    def materialize(self, exp: Experiment, new_files: dict[str, str] | None = None,
+                    edits: tuple[dict[str, Any], ...] | None = None) -> Experiment | None:
+        """Write the patch for a queued candidate (unless ``new_files`` is given, already
+        written) and commit it on its branch (or reject)."""
         lab, config = self.ledger.lab, self.ledger.config
         files = lab.files_at(exp.base_commit, config.files.editable)
-        writer = self.roles.writer
         try:
-            new_files = writer.write_patch(exp.hypothesis, files)
+            if new_files is None:
+                writer = self._writer_for(exp)
+                new_files = writer.write_patch(exp.hypothesis, files)
+                written = getattr(writer, "last_result", None)  # an LLM worker's edits
+                if written is not None and getattr(written, "edits", None):
+                    edits = tuple(dict(e) for e in written.edits)
             validate_patch(files, new_files, config.files.editable,
                            protected=config.files.protected, limits=patch_limits(config))
         except PatchError as exc:
             self.ledger.reject(exp, f"invalid patch: {exc}")
             return None
-        written = getattr(writer, "last_result", None)  # an LLM worker's edits, for the record
-        if written is not None and getattr(written, "edits", None):
-            exp = attrs.evolve(exp, hypothesis=attrs.evolve(
-                exp.hypothesis, edits=tuple(dict(e) for e in written.edits)))
+        if edits:
+            exp = attrs.evolve(exp, hypothesis=attrs.evolve(exp.hypothesis, edits=edits))
         all_code = lab.files_at(exp.base_commit, self.ledger.code_paths)
         code_hash = content_hash({**all_code, **new_files})
         why = check_code(code_hash, self.ledger.experiments(), exp.base_code or "", exp.id)
@@ -234,3 +339,4 @@ class ProposalPipeline:
                 self.plan(Hypothesis.from_dict(json.loads(line)), self.ledger.main_code())
         taken.unlink()
         return True
+

@@ -10,7 +10,10 @@ the line's comment). It adapts to what the lab has seen:
 
 - a knob whose move won (was promoted) is pushed again in the same direction;
 - values already tried on the current code are skipped;
-- a knob whose both moves lost is retried with narrower steps (x sqrt 2, then x 2^(1/4)).
+- a knob whose both moves lost is retried with narrower steps (x sqrt 2, then x 2^(1/4));
+- after a promotion moved a knob from a to b, the next step (b * b/a) comes first, and pairs of
+  knobs whose singles were neutral-to-good come after the singles
+  (:mod:`autolab.agents.knobs.followups`).
 
 Knobs that only buy compute (``STEPS``, ``max_iters``, ``EPOCHS``, ``TIME_BUDGET``...), seeds
 and settings (paths, logging, device) are left alone by default, because a fixed step budget
@@ -31,6 +34,7 @@ import attrs
 
 from autolab.agents.base import LabDigest
 from autolab.agents.knobs.discover import find_knobs
+from autolab.agents.knobs.followups import pairs, pushes
 from autolab.agents.knobs.model import Knob, find, format_value, resolve, set_knob
 from autolab_core.errors import PatchError
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
@@ -139,7 +143,12 @@ class KnobExplorer:
                     changes=changes,
                 )))
         ranked.sort(key=lambda item: item[0])
-        return [h for _, h in ranked[:n]]
+        out = [h for h in pushes(digest, knobs) if _changes_key(h.changes) not in tried]
+        pushed = {_changes_key(h.changes) for h in out}
+        out += [h for _, h in ranked if _changes_key(h.changes) not in pushed]
+        if len(out) < n:  # singles exhausted: pairs of neutral-to-good knobs
+            out += pairs(digest, knobs, tried, {k.name: k.value for k in knobs})
+        return out[:n]
 
     def write_patch(self, hypothesis: Hypothesis, files: Mapping[str, str]) -> dict[str, str]:
         if not hypothesis.changes:

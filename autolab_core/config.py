@@ -132,6 +132,9 @@ class RunSection:
     # The interpreter whose directory goes first on PATH for the lab's commands (so `python`
     # in `command` is it); None: the interpreter that runs autolab (and the job runner).
     python: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_python(v))
+    # False cuts jobs off the network where the sandbox can (bubblewrap); labs that download
+    # data or report to a tracker from the job keep the default.
+    network: bool = True
 
     def argv(self) -> tuple[str, ...]:
         return _argv(self.command)

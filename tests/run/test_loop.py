@@ -18,7 +18,7 @@ from autolab.run.assemble import build_loop
 from autolab.run.loop import RunLoop, RunOptions
 from autolab_core.lab import BRANCH_PREFIX, RECORDS, Lab
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
-from autolab_core.vocab import Role
+from autolab_core.vocab import FlagKind, Role, kinds
 
 
 def git(root: Path, *args: str) -> str:
@@ -131,9 +131,12 @@ def test_patches_cannot_fake_their_score(tmp_path: Path) -> None:
     assert fake.status is ExperimentStatus.FINISHED
     assert fake.result is not None and fake.result.value > 1.3  # the protected eval's number
     assert fake.verdict == "not better"
+    assert FlagKind.FORGED_RESULT in kinds(fake.flags)  # the unsigned line is reported
     rewrite = exps["rewrite the evaluation"]
     assert rewrite.status is ExperimentStatus.FAILED
-    assert "modified the protected evaluation" in (rewrite.reason or "")
+    # The sandbox refuses the write (bwrap, landlock); without one, the hashes catch it.
+    assert ("modified the protected evaluation" in (rewrite.reason or "")
+            or "Read-only file system: 'prepare.py'" in (rewrite.reason or ""))
     assert not [e for e in exps.values() if e.verdict == "promoted"]
 
 

@@ -135,6 +135,11 @@ class RunSection:
     # False cuts jobs off the network where the sandbox can (bubblewrap); labs that download
     # data or report to a tracker from the job keep the default.
     network: bool = True
+    # The sandbox jobs run in: "auto" (the strongest this machine allows: bubblewrap, then
+    # Landlock), or a level ("bwrap", "landlock", "none"); a level the machine lacks falls
+    # back to the next weaker one, and every result records the level that ran.
+    isolation: str = attrs.field(default="auto",
+                                 metadata={"choices": ("auto", "bwrap", "landlock", "none")})
 
     def argv(self) -> tuple[str, ...]:
         return _argv(self.command)

@@ -52,10 +52,11 @@ _JOB_TO_EXP = {
 def run_spec(lab: Lab, exp: Experiment) -> RunSpec:
     """What the runner (``python -m autolab_core.runner``) must do for this attempt of ``exp``:
     the seeded commands, ``[run] python``, the seed variables, the protected files and pinned
-    data (checked against the pins here), in the strongest sandbox available."""
+    data (checked against the pins here), in the ``[run] isolation`` sandbox (default: the
+    strongest available)."""
     cfg = lab.config
     spec = guard.run_spec(lab, exp.id, exp.base_commit, exp.seed, exp.attempts,
-                          isolation="auto", network=cfg.run.network)
+                          isolation=cfg.run.isolation, network=cfg.run.network)
     return dataclasses.replace(
         spec, train=list(seeded_argv(spec.train, exp.seed)),
         env={**(spec.env or {}), **seed_env(exp.seed, cfg.run.seed_env)},

@@ -51,6 +51,21 @@ class RunOptions:
     prefetch: int = 1
 
 
+def isolation_header(requested: str, runs_here: bool) -> str:
+    """The run header's sandbox line: the level jobs get on this machine, or (for a cluster or
+    cloud backend) that the job's machine decides; every result records the level that ran."""
+    from autolab_core import sandbox
+
+    if not runs_here:
+        return (f"isolation: {requested} (the strongest sandbox on each job's machine; every "
+                "result records its level)")
+    level = sandbox.detect(requested)
+    weak = "" if level != "none" else (
+        ": no sandbox on this machine, jobs run as you (install bubblewrap, see docs/trust.md); "
+        "tampering is still detected")
+    return f"isolation: {level}{weak}"
+
+
 class RunLoop:
     """Runs the lab. Build it with :func:`autolab.run.assemble.build_loop`."""
 
@@ -210,6 +225,8 @@ class RunLoop:
 
     def _run(self) -> None:
         self.lab.guard = MainGuard(self.lab)  # main and the branches as this session finds them
+        self.ledger.say(escape(isolation_header(self.config.run.isolation,
+                                                self.backend.runs_on_this_machine)))
         self.ledger.sync_records()
         self.jobs.reattach()
         schedule_baselines(self.ledger, self.started_at)

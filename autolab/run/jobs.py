@@ -59,7 +59,9 @@ def run_spec(lab: Lab, exp: Experiment) -> RunSpec:
                           isolation=cfg.run.isolation, network=cfg.run.network)
     return dataclasses.replace(
         spec, train=list(seeded_argv(spec.train, exp.seed)),
-        env={**(spec.env or {}), **seed_env(exp.seed, cfg.run.seed_env)},
+        env={**(spec.env or {}), **seed_env(exp.seed, cfg.run.seed_env),
+             # git run in the exported tree never finds the lab's repository above it
+             "GIT_CEILING_DIRECTORIES": str(lab.state_dir / "jobs")},
         # The interpreter whose bin directory the runner puts first on PATH (None: its own).
         python=None if cfg.run.python is None else resolve_python(cfg.run.python))
 

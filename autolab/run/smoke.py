@@ -42,7 +42,7 @@ def smoke_run_here(lab: Lab, exp: Experiment, commit: str) -> str | None:
         out.mkdir(exist_ok=True)
         env = {**seed_env(0, config.run.seed_env), "AUTOLAB_OUTPUT_DIR": str(out),
                "PATH": os.pathsep.join([config.run.python_dir(), os.environ.get("PATH", "")]),
-               **config.run.env, **search.smoke_env}
+               "GIT_CEILING_DIRECTORIES": str(path.parent), **config.run.env, **search.smoke_env}
         result = smoke_run(path, seeded_argv(config.run.argv(), 0), env, search.smoke_seconds)
     finally:
         shutil.rmtree(path, ignore_errors=True)

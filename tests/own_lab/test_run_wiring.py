@@ -127,9 +127,8 @@ def test_a_deleted_state_folder_is_rebuilt_with_a_note(tmp_path: Path) -> None:
     assert second.returncode == 0, out
     assert "Traceback" not in out and "GitCommandError" not in out
     said = flat(out)
-    # The failed baselines' checkouts, and any checked out ahead for queued candidates.
-    assert re.search(r"note: pruned [3-9] worktree registration\(s\) whose folders were deleted",
-                     said), said
+    # Jobs run in exported trees (no git worktrees), so there is no registration to prune.
+    assert "worktree registration" not in said
     assert re.search(r"note: rebuilt [3-9] experiment record\(s\) in \.autolab/", said), said
     finished = [r for r in records(lab) if r.status is ExperimentStatus.FINISHED]
     assert len([r for r in finished if r.role == Role.BASELINE]) == 3

@@ -103,3 +103,21 @@ def test_in_a_sandbox_the_job_cannot_reach_the_lab(tmp_path: Path) -> None:
     # The lab is an empty folder inside the sandbox: git finds no repository there.
     assert "'rev-parse', 'refs/heads/main']' returned non-zero" in (cand.reason or "")
     assert lab.main_commit() == last_written(lab, "refs/heads/main")
+
+
+RELATIVE_GIT = '''
+import subprocess
+subprocess.run(["git", "update-ref", "refs/heads/main", "HEAD"], check=True)
+'''
+
+
+def test_git_in_the_exported_tree_finds_no_repository(tmp_path: Path) -> None:
+    """Without a sandbox too: the tree lies inside the lab's state directory, and git must not
+    find the lab's repository by walking up from it (``GIT_CEILING_DIRECTORIES``)."""
+    lab, _ = tampering_lab(tmp_path, "refs/heads/main", isolation="none")
+    loop = build_loop(lab, RunOptions(workers=2, poll_interval=0.05), say=lambda _t: None)
+    loop.roles.proposer = loop.roles.writer = OneIdea(TRAIN + RELATIVE_GIT)
+    exps = {e.hypothesis.title: e for e in loop.run()}
+    cand = exps["move a ref"]
+    assert cand.status is ExperimentStatus.FAILED and "not a git repository" in (cand.reason or "")
+    assert lab.main_commit() == last_written(lab, "refs/heads/main")

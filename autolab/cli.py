@@ -204,7 +204,12 @@ def demo(directory: Path, workers: int | None, max_experiments: int | None,
 @LAB_OPTION
 @click.argument("changes", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--title", default=None, help="What the idea is, in words.")
-def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None) -> None:
+@click.option("--flavor", default=None, help="Machine type for this idea's runs (hf-jobs), "
+              "e.g. a10g-small; its cost estimate uses that flavor's price.")
+@click.option("--gpus", type=int, default=None, help="GPUs for this idea's runs (SLURM).")
+@click.option("--memory", default=None, help="Memory for this idea's runs, e.g. 64G (SLURM).")
+def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None, flavor: str | None = None,
+         gpus: int | None = None, memory: str | None = None) -> None:
     """Queue your own idea, e.g. `autolab try learning_rate=0.002 model.n_layer=4`.
 
     Names are the knobs of the editable files: module-level names of any case, argparse
@@ -214,7 +219,7 @@ def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None) -> None:
     import json
     import uuid
 
-    from autolab.try_idea import parse_changes
+    from autolab.try_idea import parse_changes, parse_resources
     from autolab_core.errors import AutolabError
     from autolab_core.lab import Lab
     from autolab_core.models import Hypothesis, to_dict
@@ -222,10 +227,12 @@ def try_(lab_dir: Path, changes: tuple[str, ...], title: str | None) -> None:
     try:
         lab = Lab(lab_dir)
         parsed = parse_changes(lab, changes)
+        resources = parse_resources(flavor, gpus, memory)
     except AutolabError as exc:
         _fail(str(exc))
     h = Hypothesis(id=f"user-{uuid.uuid4().hex[:8]}", source="user", changes=parsed,
-                   title=title or ", ".join(f"{k} -> {v!r}" for k, v in parsed.items()))
+                   title=title or ", ".join(f"{k} -> {v!r}" for k, v in parsed.items()),
+                   resources=resources)
     with open(lab.state_dir / "inbox.jsonl", "a") as fh:
         fh.write(json.dumps(to_dict(h)) + "\n")
     click.echo(f"queued: {h.title}")

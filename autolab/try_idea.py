@@ -7,6 +7,7 @@ Accepted names are those :func:`autolab.agents.knobs.resolve` accepts: ``learnin
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,4 +69,27 @@ def parse_changes(lab: Lab, items: Sequence[str]) -> dict[str, Any]:
         if value == knob.value:
             raise ConfigError(f"{knob.name} is already {format_value(value)} on main")
         out[knob.name] = value
+    return out
+
+
+def parse_resources(flavor: str | None = None, gpus: int | None = None,
+                    memory: str | None = None) -> dict[str, Any]:
+    """``--flavor``/``--gpus``/``--memory`` as ``Hypothesis.resources`` (``memory_gb``).
+
+    ``memory`` is a size in GB: ``"64"``, ``"64G"``, ``"64GB"`` (or ``"512M"``)."""
+    out: dict[str, Any] = {}
+    if flavor is not None:
+        if not flavor.strip():
+            raise ConfigError("--flavor is empty; e.g. --flavor a10g-small")
+        out["flavor"] = flavor.strip()
+    if gpus is not None:
+        if gpus < 0:
+            raise ConfigError(f"--gpus must be 0 or more, got {gpus}")
+        out["gpus"] = gpus
+    if memory is not None:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([GgMm]?)[Bb]?\s*", memory)
+        if not match or float(match.group(1)) <= 0:
+            raise ConfigError(f"--memory {memory!r}: write a size such as 64G or 512M")
+        size = float(match.group(1)) / (1024 if match.group(2).lower() == "m" else 1)
+        out["memory_gb"] = int(size) if size == int(size) else round(size, 3)
     return out

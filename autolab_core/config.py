@@ -140,6 +140,11 @@ class RunSection:
     # back to the next weaker one, and every result records the level that ran.
     isolation: str = attrs.field(default="auto",
                                  metadata={"choices": ("auto", "bwrap", "landlock", "none")})
+    #: pip requirements installed before each job by backends that build their own
+    #: environment (hf-jobs); SLURM and local jobs use the lab's environment as it is.
+    requirements: list[str] = attrs.field(factory=list)
+    #: How long the checkouts of ended experiments (and the backend's job folders) are kept.
+    keep_checkouts: float | None = attrs.field(default=7 * 86400.0, metadata={"duration": True})
 
     def argv(self) -> tuple[str, ...]:
         return _argv(self.command)
@@ -200,7 +205,8 @@ class MetricSection:
 class FilesSection:
     editable: list[str] = attrs.field(factory=lambda: ["train.py"])
     protected: list[str] = attrs.field(factory=list)
-    protected_data: list[str] = attrs.field(factory=list)  # evaluation data globs, pinned by hash
+    # held-out evaluation data (globs): pinned by hash, hidden from training where sandboxed
+    protected_data: list[str] = attrs.field(factory=list)
 
 
 @attrs.frozen

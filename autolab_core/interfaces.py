@@ -79,7 +79,7 @@ class Plugin(abc.ABC):
     def available(cls) -> str | None:
         """None when the plugin can run here; otherwise why not, naming the fix.
 
-        Example: ``"huggingface_hub is not installed: pip install 'autolab[hf]'"``. It must be
+        Example: ``"huggingface_hub is not installed: pip install 'autolab-ml[hf]'"``. It must be
         cheap and must not raise. Instance-level checks (a cluster that answers, a token that is
         set) go in :meth:`check`.
         """
@@ -167,6 +167,34 @@ class JobBackend(Plugin):
         Backends that know it report it in ``JobState.slot`` too, which callers prefer.
         """
         return str(handle.data.get("slot", self.name))
+
+    # -- optional capabilities: the defaults suit a backend without them ---------------------
+    def submit_many(self, specs: Sequence[JobSpec]) -> list[JobHandle]:
+        """Queue several jobs at once (the loop hands over every job ready in one turn).
+
+        A backend that can batch them (a SLURM job array) overrides it; the default submits
+        them one by one. Returns one handle per spec, in order.
+        """
+        return [self.submit(spec) for spec in specs]
+
+    def cleanup(self) -> list[str]:
+        """Remove the files of jobs that ended longer ago than the backend keeps them.
+
+        Called at startup and about hourly. Returns the experiment ids cleaned up.
+        """
+        return []
+
+    def disk_usage(self) -> int | None:
+        """Bytes this backend keeps on this machine (job folders), or None if it keeps none."""
+        return None
+
+    def system_metrics(self, handle: JobHandle) -> list[MetricPoint]:
+        """Hardware metrics of the job (GPU use and memory) the backend measured, if any.
+
+        Points named ``system/...``; the loop appends them to the metric store with the
+        job's own metrics. Return only points not returned before.
+        """
+        return []
 
 
 @attrs.frozen

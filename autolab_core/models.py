@@ -98,6 +98,9 @@ class Hypothesis:
     edits: tuple[Mapping[str, str], ...] = ()
     conversation_id: str | None = None
     created_at: float = attrs.field(factory=_now)
+    #: What this one experiment asks of the backend over the lab's defaults (``flavor``,
+    #: ``gpus``, ``memory_gb``, ``cpus``): becomes ``JobSpec.resources`` (``autolab try --flavor``).
+    resources: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Hypothesis:
@@ -169,12 +172,16 @@ class JobSpec:
     #: that can (``JobBackend.takes_stdin``), never written to a file, a record or a handle.
     stdin: bytes | None = attrs.field(default=None, repr=False, eq=False,
                                       metadata={"secret": True})
+    #: pip requirements (``[run] requirements``) for a backend that builds the job's Python
+    #: environment itself (HF Jobs); backends that run in the lab's environment ignore them.
+    requirements: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> JobSpec:
         d = dict(d)
         d["command"] = tuple(d["command"])
         d.pop("stdin", None)
+        d["requirements"] = tuple(d.get("requirements", ()))
         return cls(**d)
 
 

@@ -249,7 +249,9 @@ class HfJobsBackend(HfWatching, JobBackend):
         api, namespace, flavor = self.api(), self.namespace(), self.flavor(spec)
         self.price(flavor)  # an unknown flavor fails here, naming the ones on offer
         env, secrets = self._env_and_secrets(spec)  # fails on a missing secret before uploading
-        revision, requirements = None, list(self.opts.requirements)
+        # [run] requirements (the lab's, in every spec) plus this backend's own option
+        requirements = list(dict.fromkeys([*spec.requirements, *self.opts.requirements]))
+        revision = None
         if spec.commit is not None:
             # The loop's workdir is an exported tree (no .git): the commit is in the lab's repo.
             repo = spec.workdir if (Path(spec.workdir) / ".git").exists() \
@@ -386,14 +388,8 @@ class HfJobsBackend(HfWatching, JobBackend):
             follower.stop()
         self._followers.clear()
         self._metrics.clear()
-        if self._repo_ready and self.opts.keep_code is not None:
-            try:
-                self.clean_code()
-            except Exception as exc:  # cleaning is housekeeping: never fail a session on it
-                import logging
-
-                logging.getLogger(__name__).warning(
-                    "hf-jobs: could not delete old code archives: %s", self.scrub(str(exc)))
+        if self._repo_ready:
+            self.cleanup()
 
 
 @hookimpl

@@ -5,6 +5,7 @@ A mixin of :class:`autolab.backends.hf_jobs.HfJobsBackend`, kept apart to keep m
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from autolab.backends.hf_state import LogFollower, MetricsFollower, gpu_summary, job_state
@@ -33,6 +34,9 @@ class HfWatching:
         raise NotImplementedError
 
     def _price_or_none(self, flavor: str) -> float | None:
+        raise NotImplementedError
+
+    def clean_code(self, older_than_s: float | None = None, *, orphans: bool = False) -> list[str]:
         raise NotImplementedError
 
     def _inspect(self, job_id: str, namespace: str | None = None) -> Any | None:
@@ -92,6 +96,15 @@ class HfWatching:
         self._metrics_sent[handle.job_id] = sent + len(samples)
         return [MetricPoint(handle.experiment_id, int(t), f"sys/{name}", value)
                 for t, sample in samples for name, value in gpu_summary(sample).items()]
+
+    def cleanup(self) -> list[str]:
+        """The loop's hourly chore: ``clean_code`` after ``keep_code``; never raises."""
+        try:
+            return list(self.clean_code())
+        except Exception as exc:  # housekeeping: never fail a session on it
+            logging.getLogger(__name__).warning(
+                "hf-jobs: could not delete old code archives: %s", self.scrub(str(exc)))
+            return []
 
     def _missing_state(self, job_id: str) -> JobState:
         """Unknown on the first 404, LOST (terminal) when the next poll confirms it."""

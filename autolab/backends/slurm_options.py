@@ -8,21 +8,13 @@ from typing import Any
 
 import attrs
 
+from autolab_core.validators import non_negative, positive
+
 #: Extra minutes asked of SLURM beyond a job's own time limit (which the job wrapper enforces
 #: to the second): room for the setup lines and interpreter start-up.
 SLURM_TIME_GRACE_S = 120.0
 
 _MEM = re.compile(r"^\d+(\.\d+)?\s*([KMGT]B?)?$", re.IGNORECASE)
-
-
-def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
-
-def _not_negative(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and value < 0:
-        raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
 
 
 def _mem(_inst: Any, _attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -63,18 +55,18 @@ class SlurmOptions:
     partition: str | None = attrs.field(default=None, validator=_non_empty)
     account: str | None = attrs.field(default=None, validator=_non_empty)
     qos: str | None = attrs.field(default=None, validator=_non_empty)
-    gpus_per_task: int | None = attrs.field(default=None, validator=_not_negative)
+    gpus_per_task: int | None = attrs.field(default=None, validator=non_negative)
     #: Generic resources as sbatch ``--gres`` takes them, e.g. ``"gpu:a100:1"``.
     gres: str | None = attrs.field(default=None, validator=_non_empty)
     #: GPUs for the whole job (``--gpus``), e.g. ``1`` or ``"a100:2"``.
     gpus: int | str | None = None
-    cpus_per_gpu: int | None = attrs.field(default=None, validator=_positive)
+    cpus_per_gpu: int | None = attrs.field(default=None, validator=positive)
     mem_per_gpu: str | None = attrs.field(default=None, validator=_mem)
-    cpus_per_task: int | None = attrs.field(default=None, validator=_positive)
+    cpus_per_task: int | None = attrs.field(default=None, validator=positive)
     mem: str | None = attrs.field(default=None, validator=_mem)
     #: SLURM wall time for every job; default: the job's own time limit plus two minutes.
     time_limit: float | None = attrs.field(
-        default=None, metadata={"duration": True}, validator=_positive
+        default=None, metadata={"duration": True}, validator=positive
     )
     constraint: str | None = attrs.field(default=None, validator=_non_empty)
     #: Shell lines run before the job (``module load cuda``, ``source ~/venv/bin/activate``).
@@ -87,16 +79,16 @@ class SlurmOptions:
     #: Extra arguments of the ``srun`` that starts the job step, e.g. ``["--cpu-bind=cores"]``.
     srun_args: list[str] = attrs.field(factory=list)
     #: The most tasks of one job array running at once (sbatch ``--array=...%N``).
-    array_parallelism: int | None = attrs.field(default=None, validator=_positive)
+    array_parallelism: int | None = attrs.field(default=None, validator=positive)
     #: The most of your jobs in the SLURM queue at once (pending + running), e.g. the QOS's
     #: MaxSubmitJobs. Beyond it submissions wait locally and go out when room frees.
-    max_queued: int | None = attrs.field(default=None, validator=_positive)
+    max_queued: int | None = attrs.field(default=None, validator=positive)
     #: Submit a wave of experiments (``submit_many``) as one job array.
     array: bool = False
     #: Seconds between two squeue calls, however often the orchestrator polls.
-    poll_interval_s: float = attrs.field(default=5.0, validator=_not_negative)
+    poll_interval_s: float = attrs.field(default=5.0, validator=non_negative)
     #: Resubmissions after preemption or node failure before giving up with PREEMPTED.
-    max_retries: int = attrs.field(default=2, validator=_not_negative)
+    max_retries: int = attrs.field(default=2, validator=non_negative)
     #: Where job files go; must be on the filesystem the compute nodes share.
     folder: str | None = None
     #: The Python that runs jobs on compute nodes; default: this interpreter. It may be a
@@ -108,10 +100,10 @@ class SlurmOptions:
     probe: bool = True
     #: How long the startup probe may wait for its job (pending included).
     probe_timeout: float = attrs.field(default=300.0, metadata={"duration": True},
-                                       validator=_positive)
+                                       validator=positive)
     #: Job folders of finished experiments older than this are removed (``cleanup()``).
     retention: float = attrs.field(default=7 * 86400.0, metadata={"duration": True},
-                                   validator=_not_negative)
+                                   validator=non_negative)
 
     def minutes(self, time_limit_s: float | None) -> int | None:
         """The sbatch ``--time`` in minutes for a job with ``time_limit_s``, or None (default)."""

@@ -52,7 +52,7 @@ class HFInferenceLLM(ChatLLM):
     @classmethod
     def available(cls) -> str | None:
         if importlib.util.find_spec("huggingface_hub") is None:
-            return "huggingface_hub is not installed: pip install 'autolab[hf]'"
+            return "huggingface_hub is not installed: pip install 'autolab-ml[hf]'"
         return None
 
     def needs_key(self) -> bool:

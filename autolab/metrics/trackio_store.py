@@ -1,6 +1,6 @@
 """``trackio``: every experiment is a Trackio run, so ``trackio show`` is the live dashboard.
 
-``pip install 'autolab[trackio]'``. Project = the lab's name, run name = run id = the experiment
+``pip install 'autolab-ml[trackio]'``. Project = the lab's name, run name = run id = the experiment
 id, group = the campaign, config = the hypothesis and its changed knobs (passed by the
 orchestrator through :meth:`TrackioMetricStore.start`).
 
@@ -105,7 +105,7 @@ def _import_storage(trackio_dir: Path) -> Any:
         from trackio.sqlite_storage import SQLiteStorage
     except ImportError as exc:
         raise PluginError(
-            f"metric store 'trackio' needs trackio: pip install 'autolab[trackio]' ({exc})"
+            f"metric store 'trackio' needs trackio: pip install 'autolab-ml[trackio]' ({exc})"
         ) from None
     finally:  # jobs started from this process must not inherit our TRACKIO_DIR
         if previous is None:
@@ -125,14 +125,14 @@ class TrackioMetricStore(MetricStore):
     """Metric points as Trackio runs; one synchronous writer, verified on finish."""
 
     name = "trackio"
-    description = "Trackio runs (trackio show is the live dashboard); pip install 'autolab[trackio]'"
+    description = "Trackio runs (trackio show is the live dashboard); pip install 'autolab-ml[trackio]'"
     options_class = TrackioOptions
     opts: TrackioOptions
 
     @classmethod
     def available(cls) -> str | None:
         if importlib.util.find_spec("trackio") is None:
-            return "trackio is not installed: pip install 'autolab[trackio]'"
+            return "trackio is not installed: pip install 'autolab-ml[trackio]'"
         return None
 
     def __init__(self, options: Mapping[str, Any], context: PluginContext) -> None:

@@ -57,7 +57,7 @@ class HFPapersSource(PaperSource):
     @classmethod
     def available(cls) -> str | None:
         if importlib.util.find_spec("huggingface_hub") is None:
-            return "huggingface_hub is not installed: pip install 'autolab[hf]'"
+            return "huggingface_hub is not installed: pip install 'autolab-ml[hf]'"
         return None
 
     def api(self) -> Any:

@@ -2,7 +2,7 @@
 
 API: ``write_pngs(data: ReportData, out_dir) -> list[Path]`` writes ``leaderboard.png``,
 ``learning_curves.png``, ``gantt.png`` and ``promotions.png`` (each only when it has data).
-``pip install 'autolab[report]'`` provides matplotlib.
+``pip install 'autolab-ml[report]'`` provides matplotlib.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _pyplot() -> Any:
         import matplotlib
     except ImportError:
         raise ImportError(
-            "PNG charts need matplotlib: pip install 'autolab[report]' (or build the report "
+            "PNG charts need matplotlib: pip install 'autolab-ml[report]' (or build the report "
             "without PNGs)"
         ) from None
     matplotlib.use("Agg", force=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from autolab.reporting.options import parse_reporter_options
-from autolab.reporting.status import BudgetUsage, status_from_experiments
+from autolab.reporting.status import BudgetUsage, read_disk_usage, status_from_experiments
 from autolab.run import gate
 from autolab.seed_check import seed_status
 from autolab_core.models import Experiment, ExperimentStatus
@@ -82,6 +82,7 @@ def lab_status(lab: Any, store: Any = None, now: float | None = None) -> Any:
         experiments, metric=cfg.metric.name, direction=cfg.metric.dir, latest=store,
         budget=budget_usage(lab, experiments, now), now=now, promotion=cfg.promotion,
         notes=[line for line in [seed_line(lab, experiments)] if line],
+        disk=read_disk_usage(lab.state_dir),
     )
 
 

@@ -6,6 +6,7 @@ API::
                             anomalies=(), now=None, queue_rows=10, metric_columns=4,
                             promotion=None) -> Group
     with_wait_reason(experiment, job_state) -> Experiment   # for the run loop, after a poll
+    read_disk_usage(state_dir) -> dict | None                # what the run recorded (disk.json)
 
 ``latest`` is ``{experiment_id: {name: (step, value, wall_time)}}`` (see
 :func:`autolab.reporting.curves.latest_metrics`), or anything ``latest_metrics`` accepts (a
@@ -93,6 +94,43 @@ def with_wait_reason(experiment: Experiment, job_state: JobState) -> Experiment:
     return experiment if new == reason else attrs.evolve(experiment, reason=new)
 
 
+#: Where ``autolab run`` records disk use (``autolab.run.upkeep``), in the lab's state dir.
+DISK_FILE = "disk.json"
+
+
+def read_disk_usage(state_dir: Any) -> dict[str, Any] | None:
+    """The disk use the run last recorded: ``{"backend", "backend_name", "state_dir", "at"}``
+    (bytes; ``backend`` None when the backend keeps no files here), or None."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads((Path(state_dir) / DISK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def disk_line(disk: Mapping[str, Any]) -> str:
+    """``disk: backend slurm 1.2 GB, lab state dir 3.4 GB (at 07:12)``."""
+    parts = []
+    if disk.get("backend") is not None:
+        parts.append(f"backend {disk.get('backend_name') or ''} {_bytes(disk['backend'])}")
+    if disk.get("state_dir") is not None:
+        parts.append(f"lab state dir {_bytes(disk['state_dir'])}")
+    at = disk.get("at")
+    when = f" (at {time.strftime('%H:%M', time.localtime(at))})" if at else ""
+    return "disk: " + (", ".join(parts) or "unknown") + when
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
 def _elapsed(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)
@@ -117,10 +155,12 @@ def status_from_experiments(
     promotion: PromotionSection | None = None,
     notes: Sequence[str] = (),
     failure_rows: int = 5,
+    disk: Mapping[str, Any] | None = None,
 ) -> Any:
     """The status screen as a ``rich.console.Group``. ``notes``: lines about the lab as a whole
     (e.g. the seed check of :func:`autolab.seed_check.seed_status`), shown under the summary;
-    the last ``failure_rows`` failed experiments are listed with their reasons (output tails)."""
+    the last ``failure_rows`` failed experiments are listed with their reasons (output tails);
+    ``disk``: see :func:`read_disk_usage`."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -209,6 +249,8 @@ def status_from_experiments(
         for r in budget.rows():
             btable.add_row(*r)
         parts.append(btable)
+    if disk:
+        parts.append(Text(disk_line(disk), style="dim"))
 
     if not anomalies:
         anomalies = [Anomaly(e.id, f.kind, f.reason) for e in experiments

@@ -1,6 +1,6 @@
 """Jobs: the run spec of an experiment, submission, following logs, finishing.
 
-The run spec is built in one place (:func:`run_spec`, over :func:`autolab_core.guard.run_spec`)
+The run spec is built in one place (:func:`autolab.run.runspec.run_spec`, over ``guard.run_spec``)
 and the runner's output is read in one place (:func:`parse_output`, which checks the run's one
 HMAC-signed result line with :func:`autolab_core.job.parse_result`). A job runs in an exported
 tree of its commit (no ``.git``), in the strongest sandbox the machine offers; its result key
@@ -10,7 +10,6 @@ reaches it on stdin (backends with ``takes_stdin``) or, weaker, as the secret
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
@@ -23,13 +22,14 @@ import attrs
 from rich.markup import escape as rich_escape
 
 from autolab.lab_recovery import OutputTail, failure_reason
+from autolab.reporting.status import with_wait_reason
+from autolab.run.budget import Budget, OverBudget
 from autolab.run.ledger import Ledger
-from autolab.seed_check import seed_env, seeded_argv
+from autolab.run.runspec import run_spec, to_result
+from autolab.seed_check import seed_env
 from autolab_core import guard
-from autolab_core.config import resolve_python
 from autolab_core.interfaces import JobBackend, MetricStore
-from autolab_core.job import ResultError, RunResult, RunSpec, parse_result, scan_results
-from autolab_core.lab import Lab
+from autolab_core.job import ResultError, parse_result, scan_results
 from autolab_core.metriclines import parse_metric_line
 from autolab_core.models import (
     Experiment,
@@ -38,7 +38,6 @@ from autolab_core.models import (
     JobState,
     JobStatus,
     MetricPoint,
-    Result,
 )
 from autolab_core.runner import KEY_ENV
 from autolab_core.vocab import Flag, FlagKind, kinds
@@ -47,35 +46,6 @@ _JOB_TO_EXP = {
     JobStatus.SUCCEEDED: ExperimentStatus.FINISHED,
     JobStatus.CANCELLED: ExperimentStatus.CANCELLED,
 }
-
-
-def run_spec(lab: Lab, exp: Experiment) -> RunSpec:
-    """What the runner (``python -m autolab_core.runner``) must do for this attempt of ``exp``:
-    the seeded commands, ``[run] python``, the seed variables, the protected files and pinned
-    data (checked against the pins here), in the ``[run] isolation`` sandbox (default: the
-    strongest available)."""
-    cfg = lab.config
-    spec = guard.run_spec(lab, exp.id, exp.base_commit, exp.seed, exp.attempts,
-                          isolation=cfg.run.isolation, network=cfg.run.network)
-    return dataclasses.replace(
-        spec, train=list(seeded_argv(spec.train, exp.seed)),
-        env={**(spec.env or {}), **seed_env(exp.seed, cfg.run.seed_env),
-             # git run in the exported tree never finds the lab's repository above it
-             "GIT_CEILING_DIRECTORIES": str(lab.state_dir / "jobs")},
-        # The interpreter whose bin directory the runner puts first on PATH (None: its own).
-        python=None if cfg.run.python is None else resolve_python(cfg.run.python))
-
-
-def to_result(run: RunResult) -> Result:
-    """The record's :class:`Result` of a signed :class:`RunResult`."""
-    extra = dict(run.extra)
-    for name in ("train_cpu_seconds", "eval_seconds", "eval_cpu_seconds"):
-        value = getattr(run, name)
-        if value is not None:
-            extra[name] = float(value)
-    return Result(metric=run.metric, value=float(run.value), seed=run.seed,
-                  train_seconds=run.train_seconds, eval_hash=run.eval_hash, trusted=run.trusted,
-                  extra=extra)
 
 
 @attrs.define
@@ -126,6 +96,8 @@ class Jobs:
         self.backend = backend
         self.store = store
         self.reporter = reporter
+        self.budget = Budget(self.config.budget.usd, self.lab.state_dir / "budget.json")
+        self.budget_refusal: str | None = None  # why the last job was refused for money
 
     def workdir(self, exp: Experiment) -> Path:
         """Where ``exp``'s exported tree lives while it runs (in the lab's state directory, so
@@ -164,30 +136,70 @@ class Jobs:
         return JobSpec(
             experiment_id=exp.id, command=command, workdir=str(workdir), env=env,
             time_limit_s=cfg.run.time_limit, commit=exp.commit, branch=exp.branch,
-            labels={"autolab-lab": cfg.name, "autolab-experiment": exp.id}, stdin=stdin,
+            labels={"autolab-lab": cfg.name, "autolab-experiment": exp.id},
+            resources=dict(exp.hypothesis.resources),  # this experiment's, over the backend's
+            requirements=tuple(cfg.run.requirements), stdin=stdin,
         )
 
     def submit(self, exp: Experiment) -> Experiment:
-        """Hand ``exp`` to the backend (or reject it when it would overrun ``[budget] usd``)."""
-        exp = attrs.evolve(exp, attempts=exp.attempts + 1)
-        spec = self.job_spec(exp)
-        budget = self.config.budget.usd
-        if budget is not None:
-            estimate = self.backend.estimate_cost(spec) or 0.0
-            left = budget - self.ledger.spent_usd()
-            if estimate > left:
-                return self.ledger.reject(exp, f"over budget: this job may cost ${estimate:.2f}, "
-                                               f"${left:.2f} of ${budget:.2f} is left ([budget] usd)")
-        exp = self.ledger.put(exp.with_status(ExperimentStatus.SUBMITTED))  # before: crash-safe
-        h = exp.hypothesis
-        self.store.start(exp.id, config={
-            "title": h.title, "role": exp.role, "seed": exp.seed, "source": h.source,
-            "citation": h.citation, **{f"knob.{k}": v for k, v in h.changes.items()},
-        }, group=self.config.name)
-        handle = self.backend.submit(spec)
-        exp = self.ledger.put(attrs.evolve(exp, handle=handle, slot=self.backend.slot_of(handle)))
-        self.ledger.say(f"[cyan]submitted[/] {exp.id} ({exp.role}, seed {exp.seed}) {h.title}")
-        return exp
+        """Hand ``exp`` to the backend (see :meth:`submit_many`)."""
+        return self.submit_many([exp])[0]
+
+    def submit_many(self, exps: list[Experiment]) -> list[Experiment]:
+        """Hand ``exps`` to the backend in one ``submit_many`` call (a SLURM job array).
+
+        Each job's cost estimate is reserved in the budget first. One that could cross
+        ``[budget] usd`` is rejected with the reason, or, while other jobs hold reservations
+        that may yet be freed, left ready for a later turn (:class:`~autolab.run.budget.OverBudget`).
+        Returns the experiments as they are now, in order.
+        """
+        out: dict[str, Experiment] = {}
+        wave: list[tuple[Experiment, JobSpec]] = []
+        for exp in exps:
+            exp = attrs.evolve(exp, attempts=exp.attempts + 1)
+            if self.budget_refusal:  # one refusal stops the run: the others stay ready
+                out[exp.id] = exp
+                continue
+            spec = self.job_spec(exp)
+            try:
+                estimate = (self.backend.estimate_cost(spec)
+                            if self.budget.limit_usd is not None else None)
+                self.budget.reserve(exp.id, float(estimate or 0.0))
+            except OverBudget as exc:
+                out[exp.id] = self._over_budget(exp, str(exc))
+                continue
+            wave.append((exp, spec))
+        if wave:
+            self._hand_over(wave)
+        return [out.get(e.id) or self.ledger.get(e.id) or e for e in exps]
+
+    def _over_budget(self, exp: Experiment, reason: str) -> Experiment:
+        if self.budget.totals()["reserved"] > 0:  # jobs in flight may cost less than reserved
+            return exp
+        self.budget_refusal = reason  # nothing in flight: the money left cannot pay for it
+        return self.ledger.reject(exp, reason)
+
+    def _hand_over(self, wave: list[tuple[Experiment, JobSpec]]) -> None:
+        exps = []
+        for exp, _spec in wave:
+            exp = self.ledger.put(exp.with_status(ExperimentStatus.SUBMITTED))  # before: crash-safe
+            h = exp.hypothesis
+            self.store.start(exp.id, config={
+                "title": h.title, "role": exp.role, "seed": exp.seed, "source": h.source,
+                "citation": h.citation, **{f"knob.{k}": v for k, v in h.changes.items()},
+                **{f"resource.{k}": v for k, v in h.resources.items()},
+            }, group=self.config.name)
+            exps.append(exp)
+        try:
+            handles = self.backend.submit_many([spec for _exp, spec in wave])
+        except BaseException:
+            for exp in exps:
+                self.budget.release(exp.id)
+            raise
+        for exp, handle in zip(exps, handles, strict=True):
+            exp = self.ledger.put(attrs.evolve(exp, handle=handle, slot=self.backend.slot_of(handle)))
+            self.ledger.say(f"[cyan]submitted[/] {exp.id} ({exp.role}, seed {exp.seed}) "
+                            f"{exp.hypothesis.title}")
 
     def reattach(self) -> list[Experiment]:
         """After a restart: take over jobs a previous session submitted; returns those lost."""
@@ -219,6 +231,9 @@ class Jobs:
             state = states.get(exp.handle.job_id)
             if state is None:
                 continue
+            waiting = with_wait_reason(exp, state)  # SLURM's pending reason, for `autolab status`
+            if waiting is not exp:
+                exp = self.ledger.put(waiting)
             if state.status is not JobStatus.PENDING and exp.status is ExperimentStatus.SUBMITTED:
                 slot = state.hardware.get("slot") or exp.slot  # known once a queued job starts
                 exp = self.ledger.put(attrs.evolve(exp, slot=slot).with_status(
@@ -268,6 +283,7 @@ class Jobs:
             exp = attrs.evolve(exp, log_cursor=chunk.cursor, **out.updates)
             if not chunk.text:
                 break
+        points += self.backend.system_metrics(exp.handle)  # GPU use, where the backend measures it
         if points:
             self.store.append(points)
         if final:
@@ -305,6 +321,7 @@ class Jobs:
         if state.hardware.get("slot"):
             exp = attrs.evolve(exp, slot=state.hardware["slot"])
         cost = state.cost_usd or 0.0
+        self.budget.settle(exp.id, cost)  # the real cost replaces the reserved estimate
         if state.status is JobStatus.SUCCEEDED and exp.result is not None:
             exp = attrs.evolve(exp, hardware=hardware, cost_usd=cost,
                                eval_hash=exp.result.eval_hash)

@@ -29,6 +29,7 @@ from autolab.run.ledger import Ledger
 from autolab.run.promotion import Promotion, calibrated_main_values, schedule_baselines
 from autolab.run.proposals import ProposalPipeline, Roles, rebase
 from autolab.run.smoke import SmokeCheck, smoke_check
+from autolab.run.upkeep import Upkeep
 from autolab.seed_check import seed_warning
 from autolab_core.errors import LabError
 from autolab_core.guard import MainGuard, Pins, TamperAlert
@@ -91,6 +92,8 @@ class RunLoop:
         self._changed = True  # something finished: main may need new baseline runs
         self._last_progress = time.time()
         self._seeds_checked: set[str] = set()  # main code hashes whose baselines were checked
+        # backend cleanup, old checkouts, disk use: at the start, then about hourly
+        self.upkeep = Upkeep(jobs, self.config.run.keep_checkouts)
 
     # -- what the live table and the tests read ----------------------------------------------
     def experiments(self) -> list[Experiment]:
@@ -114,8 +117,11 @@ class RunLoop:
             return f"time limit ({o.time_s:.0f} s) reached"
         if b.max_hours is not None and elapsed >= b.max_hours * 3600:
             return f"[budget] max_hours ({b.max_hours}) reached"
-        if b.usd is not None and self.ledger.spent_usd() >= b.usd:
+        spent = max(self.jobs.budget.totals()["spent"], self.ledger.spent_usd())  # older labs
+        if b.usd is not None and spent >= b.usd:
             return f"[budget] usd ({b.usd}) spent"
+        if self.jobs.budget_refusal:
+            return self.jobs.budget_refusal
         return None
 
     def candidates_left(self) -> bool:
@@ -141,18 +147,25 @@ class RunLoop:
         """Submit ready experiments while slots are free."""
         queues_ahead = self.backend.queues and self.backend.capacity is not None
         free = self.capacity + (self.options.prefetch if queues_ahead else 0) - len(self.running())
+        wave: list[Experiment] = []
+        candidates = self.started_candidates
         for exp in self.ledger.ready():
-            if free <= 0:
+            if len(wave) >= free:
                 break
             if exp.role == Role.CANDIDATE:
-                if not self.candidates_left():
+                limit = self.options.max_experiments or self.config.budget.max_experiments
+                if limit is not None and candidates >= limit:
                     continue
                 if exp.base_code != self.ledger.main_code():
                     rebase(self.ledger, exp)  # the proposal thread re-writes it on the new main
                     continue
-            exp = self.jobs.submit(exp)
-            if exp.status is not ExperimentStatus.REJECTED:
-                free -= 1
+                candidates += 1
+            wave.append(exp)
+        if not wave:
+            return
+        # one call for the whole turn: a backend that batches (SLURM arrays) does it here
+        for exp in self.jobs.submit_many(wave):
+            if exp.status is ExperimentStatus.SUBMITTED:
                 self.started_candidates += exp.role == Role.CANDIDATE
 
     # -- stopping ----------------------------------------------------------------------------
@@ -229,6 +242,7 @@ class RunLoop:
                                                 self.backend.runs_on_this_machine)))
         self.ledger.sync_records()
         self.jobs.reattach()
+        self.upkeep.maybe_run()
         schedule_baselines(self.ledger, self.started_at)
         self._pipeline = self.pipeline()
         self._pipeline.start()
@@ -246,6 +260,7 @@ class RunLoop:
             self.fill_slots()
             self.ledger.flush_records()
             self.progress()
+            self.upkeep.maybe_run()
             if self.idle():
                 stop_reason = ("no more ideas" if self.exhausted and self.candidates_left()
                                else "experiment budget reached")

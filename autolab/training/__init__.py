@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import ast
 import importlib.resources
+import lzma
 import shutil
 from pathlib import Path
 
 from autolab_core.metriclines import format_metric_line
 
-__all__ = ["create_reference_lab", "log", "reference_lab_path", "set_constants"]
+__all__ = ["create_reference_lab", "held_out_bytes", "log", "reference_lab_path", "set_constants"]
 
 _LAB_FILES = ("train.py", "prepare.py", "autolab.toml", "README.md")
+#: The held-out file of the lab and how it is cut from the corpus (prepare.py pins its hash).
+VAL_FILE, VAL_FRACTION, EVAL_WINDOWS, EVAL_CONTEXT = "data/val.bin", 0.05, 1024, 64
 
 
 def log(step: int, **metrics: float) -> None:
@@ -66,17 +69,29 @@ def set_constants(source: str, overrides: dict[str, object]) -> str:
     return "".join(lines)
 
 
+def held_out_bytes() -> bytes:
+    """The reference lab's scored validation windows: the first ``EVAL_WINDOWS`` windows of
+    ``EVAL_CONTEXT + 1`` bytes of the last ``VAL_FRACTION`` of the corpus."""
+    packed = importlib.resources.files(__name__).joinpath("data/shakespeare.txt.xz")
+    raw = lzma.decompress(packed.read_bytes())
+    start = int(len(raw) * (1 - VAL_FRACTION))
+    return raw[start : start + EVAL_WINDOWS * (EVAL_CONTEXT + 1)]
+
+
 def create_reference_lab(dest: Path, *, overrides: dict[str, object] | None = None) -> Path:
     """Copy the reference lab into ``dest`` (created if needed) and return ``dest``.
 
     ``overrides`` rewrites top-level constants of ``train.py``, e.g. ``{"STEPS": 200}``.
-    It does not create a git repository; ``autolab init`` does that.
+    It does not create a git repository; ``autolab init`` does that. The scored held-out
+    windows go to ``data/val.bin`` (``[files] protected_data``).
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     source = reference_lab_path()
     for name in _LAB_FILES:
         shutil.copyfile(source / name, dest / name)
+    (dest / VAL_FILE).parent.mkdir(exist_ok=True)
+    (dest / VAL_FILE).write_bytes(held_out_bytes())
     if overrides:
         train = dest / "train.py"
         train.write_text(set_constants(train.read_text(), overrides))

@@ -153,22 +153,23 @@ def tiny_wheel(dest: Path, name: str) -> Path:
 
 
 def test_the_labs_declared_requirements_are_installed(hub: FakeHub, tmp_path: Path) -> None:
-    """requirements.txt, PEP 723 inline metadata and the option, each a local wheel."""
+    """requirements.txt, PEP 723 inline metadata, the option and ``[run] requirements`` (the
+    spec's), each a local wheel."""
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    a, b, c = (tiny_wheel(wheels, n) for n in ("pkg_txt", "pkg_inline", "pkg_opt"))
+    a, b, c, d = (tiny_wheel(wheels, n) for n in ("pkg_txt", "pkg_inline", "pkg_opt", "pkg_run"))
     train = ("# /// script\n# dependencies = [\n"
              f"#   'pkg_inline @ {b.as_uri()}',\n# ]\n# ///\n"
-             "import pkg_inline, pkg_opt, pkg_txt\n"
-             "print('have', pkg_txt.WHO, pkg_inline.WHO, pkg_opt.WHO)\n")
+             "import pkg_inline, pkg_opt, pkg_run, pkg_txt\n"
+             "print('have', pkg_txt.WHO, pkg_inline.WHO, pkg_opt.WHO, pkg_run.WHO)\n")
     repo, commit = make_repo(tmp_path, {"train.py": train, "requirements.txt": f"{a}\n"})
     backend = make(hub, tmp_path, requirements=[str(c)])
     handle = backend.submit(JobSpec("deps", ("python", "train.py"), str(repo), commit=commit,
-                                    time_limit_s=120))
+                                    time_limit_s=120, requirements=(str(d),)))
     state = wait_for(backend, handle, timeout=180)
     text = read_all_logs(backend, handle)
     assert state.status is JobStatus.SUCCEEDED, text
-    assert "have pkg_txt pkg_inline pkg_opt" in text
+    assert "have pkg_txt pkg_inline pkg_opt pkg_run" in text
 
 
 def test_archive_holds_the_tree_and_the_runtime_but_no_history(tmp_path: Path) -> None:
@@ -267,6 +268,16 @@ def test_retention_deletes_finished_code_when_the_session_ends(
     assert hub.file(*path) is not None
     backend.close()  # the end of `autolab run`
     assert hub.file(*path) is None
+
+
+def test_the_loops_hourly_cleanup_deletes_finished_code(hub: FakeHub, tmp_path: Path) -> None:
+    repo, commit = make_repo(tmp_path, {"train.py": "print(1)\n"})
+    backend = make(hub, tmp_path, keep_code="0s")
+    handle = backend.submit(JobSpec("h", ("python", "train.py"), str(repo), commit=commit))
+    assert wait_for(backend, handle, timeout=60).status is JobStatus.SUCCEEDED
+    assert make(hub, tmp_path).cleanup() == []  # the default keeps it for 7 days
+    assert backend.cleanup() == ["experiments/h.tar.gz"]
+    assert hub.file("dataset", f"{hub.namespace}/autolab-lab-code", "experiments/h.tar.gz") is None
 
 
 def test_a_job_with_code_times_out(hub: FakeHub, tmp_path: Path) -> None:

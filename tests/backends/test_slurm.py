@@ -64,6 +64,7 @@ def test_options_are_validated_naming_the_option(tmp_path: Path) -> None:
         "mem": ("4 gigs", "mem = '4 gigs' is not a SLURM memory size"),
         "sbatch_args": (["-x"], "sbatch_args entry '-x' is not a long sbatch option"),
         "max_queued": (0, "max_queued must be positive"),
+        "max_retries": (-1, "max_retries must be >= 0"),
         "cpus_per_task": ("2", "cpus_per_task = '2' has the wrong type"),
         "time_limit": ("forever", "time_limit: expected a duration"),
         "partition": ("", "partition is empty"),
@@ -77,6 +78,20 @@ def test_options_are_validated_naming_the_option(tmp_path: Path) -> None:
     assert opts.minutes(30) == 90 and SlurmOptions().minutes(30) == 3
     assert SlurmOptions().minutes(None) is None
     assert parse_sbatch_args(opts.sbatch_args) == {"exclusive": True, "reservation": "ml"}
+
+
+def test_an_experiments_resources_win_over_the_lab_options(tmp_path: Path) -> None:
+    """``autolab try --gpus 2 --memory 64G``: the count replaces the lab's, the GPU type stays."""
+    asks = JobSpec("e", ("true",), ".", resources={"gpus": 2, "memory_gb": 64, "cpus": 8})
+    b = make(tmp_path, gres="gpu:a100:1", mem="4G", cpus_per_task=2)
+    assert {"--gres=gpu:a100:1", "--mem=4G", "--cpus-per-task=2"} <= set(b._flags())
+    assert {"--gres=gpu:a100:2", "--mem=64G", "--cpus-per-task=8"} <= set(b._flags(asks))
+    assert "--gpus=a100:2" in make(tmp_path, gpus="a100:1")._flags(asks)
+    assert "--gpus=2" in make(tmp_path, gpus=1)._flags(asks)
+    plain = make(tmp_path)._flags(asks)
+    assert "--gpus-per-task=2" in plain and not any(f.startswith("--gres") for f in plain)
+    # different resources never share an array: the wave groups by these parameters
+    assert make(tmp_path)._params(asks) != make(tmp_path)._params(JobSpec("f", ("true",), "."))
 
 
 def test_available_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -362,7 +377,7 @@ def test_autolab_run_end_to_end_on_slurm(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, cwd=root,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "backend slurm" in proc.stdout
+    assert re.search(r"backend\s+slurm", proc.stdout), proc.stdout  # the settings header
     finished = [e for e in Lab(root).load_experiments() if e.status is ExperimentStatus.FINISHED]
     assert {e.role for e in finished} >= {"baseline", "candidate"}, proc.stdout
     for exp in finished:

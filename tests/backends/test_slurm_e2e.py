@@ -3,8 +3,9 @@
 An unprivileged user (created by ``tests/slurm_cluster.py``) owns a toy lab in their home and
 runs the real CLI. Its ``train.py`` refuses to run unless ``SLURM_JOB_ID`` is set and records
 every run (inside or outside SLURM) in a file outside the lab. The run must promote the real
-win (LR x2) with every training run inside a SLURM job. This needs the loop never to run a
-candidate's training on the orchestrator's host for a remote backend (issue 14, point 1).
+win (LR x2) with every training run inside a SLURM job, and the loop's waves go out as job
+arrays. This needs the loop never to run a candidate's training on the orchestrator's host for a
+remote backend (issue 14, point 1).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from collections import Counter
 
 import pytest
 
@@ -25,7 +27,8 @@ from tests.toylab import CONFIG, PREPARE, TRAIN
 REFUSE = '''\
 import os, sys
 with open(os.environ["RUN_RECORD"], "a") as record:
-    record.write((os.environ.get("SLURM_JOB_ID") or "outside") + "\\n")
+    record.write((os.environ.get("SLURM_JOB_ID") or "outside") + " "
+                 + os.environ.get("SLURM_ARRAY_JOB_ID", "-") + "\\n")
 if not os.environ.get("SLURM_JOB_ID"):
     sys.exit("train.py: refusing to run outside a SLURM job (login nodes are for editing)")
 '''
@@ -55,10 +58,17 @@ def test_autolab_run_promotes_a_win_with_no_run_outside_slurm() -> None:
                         "-w", "3"], timeout=600, cwd=lab_dir)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    runs = record.read_text().split()
+    lines = [line.split() for line in record.read_text().splitlines() if line.strip()]
+    runs = [job for job, _array in lines]
     assert runs and "outside" not in runs, f"{runs.count('outside')} runs outside SLURM:\n{out}"
+    # the loop hands a turn's ready experiments over in one submit_many: with array = true the
+    # first turn's baselines run as tasks of one job array
+    arrays = Counter(array for _job, array in lines if array != "-")
+    assert arrays and max(arrays.values()) >= 2, f"no job array of 2 or more tasks: {lines}"
     owners = subprocess.run(["stat", "-c", "%U", str(record)], capture_output=True, text=True)
     assert owners.stdout.strip() == LAB_USER
-    main_train = subprocess.run(["git", "-C", str(lab_dir), "show", "main:train.py"],
+    # the lab belongs to the lab user: git refuses another user's repository without this
+    main_train = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(lab_dir), "show",
+                                 "main:train.py"],
                                 capture_output=True, text=True).stdout
     assert "LR = 0.02" in main_train, out  # the win was promoted onto main

@@ -183,6 +183,16 @@ def test_duration_in_config_and_dashed_keys() -> None:
         cfg(run={"time-limt": "2h"})
 
 
+def test_run_requirements_and_checkout_retention() -> None:
+    run = cfg(run={"requirements": ["datasets>=2.19"], "keep_checkouts": "3d"}).run
+    assert run.requirements == ["datasets>=2.19"] and run.keep_checkouts == 3 * 86400.0
+    assert cfg().run.requirements == [] and cfg().run.keep_checkouts == 7 * 86400.0
+    with pytest.raises(ConfigError, match=r"\[run\] requirements"):
+        cfg(run={"requirements": "datasets"})
+    with pytest.raises(ConfigError, match=r"\[run\] keep_checkouts: expected a duration"):
+        cfg(run={"keep_checkouts": "a week"})
+
+
 def test_bug_list_type_error_names_the_element_type() -> None:
     """BUG (autolab_core/config.py _describe): ``list[str].__name__`` is ``"list"``, so a list
     with a wrong element says "['a.py', 1] has the wrong type; expected list"."""

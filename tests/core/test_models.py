@@ -133,7 +133,7 @@ def test_with_status_builds_a_timeline_without_mutating() -> None:
 def test_job_status_terminal() -> None:
     terminal = {s for s in JobStatus if s.terminal}
     assert terminal == {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
-                        JobStatus.TIMEOUT, JobStatus.OOM, JobStatus.PREEMPTED}
+                        JobStatus.TIMEOUT, JobStatus.OOM, JobStatus.PREEMPTED, JobStatus.LOST}
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def _train_and_eval(lab: Path, seed: int) -> dict[str, object]:
     train = subprocess.run([sys.executable, "train.py"], cwd=lab, env=env, capture_output=True,
                            text=True, timeout=120)
     assert train.returncode == 0, train.stderr
-    ev = subprocess.run([sys.executable, "prepare.py", "eval"], cwd=lab, env=env,
+    ev = subprocess.run([sys.executable, "-P", "prepare.py", "eval"], cwd=lab, env=env,
                         capture_output=True, text=True, timeout=120)
     return {"lab": lab, "train": train, "eval": ev,
             "result": json.loads((out / "result.json").read_text()) if ev.returncode == 0 else None}
@@ -72,7 +72,7 @@ def test_train_and_eval_writes_plausible_result(runs: dict[str, dict[str, object
     assert isinstance(bpb, float) and math.isfinite(bpb)
     # 8 bits is a uniform guess over 256 bytes; 30 steps must already beat it clearly.
     assert 2.0 < bpb < 7.0, bpb
-    assert result["causal"] is True
+    assert result["causal"] is True and result["causal_max_diff"] <= 1e-4
     assert result["eval_context"] == 64
     assert result["eval_tokens"] == 65536
     train = runs["seed0"]["train"]
@@ -132,11 +132,14 @@ def test_create_reference_lab_rewrites_literals_only(tmp_path: Path) -> None:
     assert "STEPS = 200  #" in text and "INIT_STD = 0.125  #" in text
     assert "ACTIVATION = 'relu'  #" in text
     assert sorted(p.name for p in lab.iterdir()) == [
-        "README.md", "autolab.toml", "prepare.py", "train.py"]
+        "README.md", "autolab.toml", "data", "prepare.py", "train.py"]
+    assert (lab / "data" / "val.bin").stat().st_size == 1024 * 65
     assert not (lab / ".git").exists()
     cfg = load_config(lab)
     assert cfg.metric.name == "val_bpb" and cfg.metric.source == "eval"
     assert cfg.files.protected == ["prepare.py"] and cfg.files.editable == ["train.py"]
+    assert cfg.files.protected_data == ["data/val.bin"]
+    assert cfg.run.eval_argv() == ("python", "-P", "prepare.py", "eval")
     with pytest.raises(ValueError, match="SEED"):
         set_constants(text, {"SEED": 3})
     with pytest.raises(ValueError, match="NOPE"):
@@ -155,3 +158,24 @@ def test_shipped_corpus_is_the_built_shakespeare_text() -> None:
     assert hashlib.sha256(text).hexdigest().startswith("b926c6ba9a94585a")
     assert text.count(b"\n==== ") == 41 and text.startswith(b"==== alls_well_that_ends_well")
     text.decode("ascii")
+
+
+def test_eval_refuses_a_changed_held_out_file(tmp_path: Path) -> None:
+    lab = create_reference_lab(tmp_path / "lab")
+    out = lab / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"never loaded")
+    val = lab / "data" / "val.bin"
+    val.write_bytes(b" " * val.stat().st_size)  # easy text, same size
+    ev = subprocess.run([sys.executable, "-P", "prepare.py", "eval"], cwd=lab, env=_env(0, out),
+                        capture_output=True, text=True, timeout=120)
+    assert ev.returncode != 0 and "data/val.bin was changed" in ev.stderr
+    assert not (out / "result.json").exists()
+
+
+def test_training_cannot_ask_prepare_for_the_validation_split(tmp_path: Path) -> None:
+    lab = create_reference_lab(tmp_path / "lab")
+    code = "import prepare; prepare.get_batch('val', 2, 8)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=lab, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "held out" in done.stderr

@@ -14,7 +14,6 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,8 @@ from autolab.lab_recovery import OutputTail, failure_reason
 from autolab.reporting.status import with_wait_reason
 from autolab.run.budget import Budget, OverBudget
 from autolab.run.ledger import Ledger
-from autolab.run.runspec import run_spec, to_result
-from autolab.seed_check import seed_env
+from autolab.run.runspec import failed_outcome, run_spec, to_result
+from autolab.seed_check import ignored_seed, seed_env
 from autolab_core import guard
 from autolab_core.interfaces import JobBackend, MetricStore
 from autolab_core.job import ResultError, parse_result, scan_results
@@ -41,11 +40,6 @@ from autolab_core.models import (
 )
 from autolab_core.runner import KEY_ENV
 from autolab_core.vocab import Flag, FlagKind, kinds
-
-_JOB_TO_EXP = {
-    JobStatus.SUCCEEDED: ExperimentStatus.FINISHED,
-    JobStatus.CANCELLED: ExperimentStatus.CANCELLED,
-}
 
 
 @attrs.define
@@ -327,7 +321,7 @@ class Jobs:
                                eval_hash=exp.result.eval_hash)
             exp = exp.with_status(ExperimentStatus.FINISHED, at=state.finished_at)
         else:
-            exp = _failed(exp, state, hardware, cost)
+            exp = failed_outcome(exp, state, hardware, cost)
             if exp.status is ExperimentStatus.FAILED:
                 exp = self._with_output_tail(exp)
         if self.reporter is not None:
@@ -336,6 +330,7 @@ class Jobs:
             exp = attrs.evolve(exp, flags=(*exp.flags, *flags))
             for flag in flags:
                 self.ledger.hooks.anomaly(exp, Flag.parse(flag))
+        exp = self._seed_check(exp)
         self.ledger.put(exp)
         if exp.status is ExperimentStatus.FINISHED:
             assert exp.result is not None
@@ -349,6 +344,20 @@ class Jobs:
         self.ledger.hooks.experiment_finished(exp)
         return exp
 
+    def _seed_check(self, exp: Experiment) -> Experiment:
+        """Flag (blocking) a run whose value repeats, bit for bit, a run of the same code on
+        another seed, and its candidate too: a fixed seed must not pass as a confirmed win."""
+        why = ignored_seed(exp, self.ledger.experiments())
+        flag = str(Flag(FlagKind.SEED_IGNORED, why or ""))
+        parent = self.ledger.get(exp.parent) if why and exp.parent else None
+        if parent is not None and _new_flags(parent.flags, [flag]):
+            self.ledger.put(attrs.evolve(parent, flags=(*parent.flags, flag)))
+        if why and _new_flags(exp.flags, [flag]):
+            exp = attrs.evolve(exp, flags=(*exp.flags, flag))
+            self.ledger.hooks.anomaly(exp, Flag.parse(flag))
+            self.ledger.say(f"[yellow]anomaly[/] {exp.id}: {rich_escape(flag)}")
+        return exp
+
     def _with_output_tail(self, exp: Experiment) -> Experiment:
         """``exp`` whose reason shows the cause and the last lines the job printed (scrubbed)."""
         if exp.handle is None:
@@ -359,21 +368,6 @@ class Jobs:
         except Exception as exc:  # a lost log must not lose the verdict
             tail.feed(f"(could not read the job's output: {exc})\n")
         return attrs.evolve(exp, reason=failure_reason(exp.reason or "failed", tail.lines()))
-
-
-def _failed(exp: Experiment, state: JobState, hardware: Mapping[str, Any],
-            cost: float) -> Experiment:
-    pruned = exp.reason is not None and exp.reason.startswith("pruned")
-    status = (ExperimentStatus.PRUNED if pruned else
-              _JOB_TO_EXP.get(state.status, ExperimentStatus.FAILED))
-    reason = exp.reason or state.reason or state.status.value
-    if state.status is JobStatus.SUCCEEDED:
-        reason = exp.reason or "the job succeeded but printed no result line"
-    if status is ExperimentStatus.FAILED and state.status is not JobStatus.FAILED:
-        reason = f"{state.status.value}: {reason}"
-    exp = attrs.evolve(exp, hardware=dict(hardware), cost_usd=cost, reason=reason,
-                       verdict=status.value)
-    return exp.with_status(status, reason, at=state.finished_at)
 
 
 def _new_flags(have: tuple[str, ...], new: list[str]) -> list[str]:

@@ -1,16 +1,26 @@
 """The run spec of one attempt of an experiment, built in one place (:func:`run_spec`), and
-the record's :class:`Result` of the runner's signed :class:`RunResult` (:func:`to_result`)."""
+what its outcome becomes in the record: the :class:`Result` of the runner's signed
+:class:`RunResult` (:func:`to_result`), or a failure with its reason (:func:`failed_outcome`)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
 
 from autolab.seed_check import seed_env, seeded_argv
 from autolab_core import guard
 from autolab_core.config import resolve_python
 from autolab_core.job import RunResult, RunSpec
 from autolab_core.lab import Lab
-from autolab_core.models import Experiment, Result
+from autolab_core.models import Experiment, ExperimentStatus, JobState, JobStatus, Result
+
+_JOB_TO_EXP = {
+    JobStatus.SUCCEEDED: ExperimentStatus.FINISHED,
+    JobStatus.CANCELLED: ExperimentStatus.CANCELLED,
+}
 
 
 def run_spec(lab: Lab, exp: Experiment) -> RunSpec:
@@ -40,3 +50,19 @@ def to_result(run: RunResult) -> Result:
     return Result(metric=run.metric, value=float(run.value), seed=run.seed,
                   train_seconds=run.train_seconds, eval_hash=run.eval_hash, trusted=run.trusted,
                   extra=extra)
+
+
+def failed_outcome(exp: Experiment, state: JobState, hardware: Mapping[str, Any],
+                   cost: float) -> Experiment:
+    """``exp`` ended without a result: pruned, cancelled or failed, with the reason."""
+    pruned = exp.reason is not None and exp.reason.startswith("pruned")
+    status = (ExperimentStatus.PRUNED if pruned else
+              _JOB_TO_EXP.get(state.status, ExperimentStatus.FAILED))
+    reason = exp.reason or state.reason or state.status.value
+    if state.status is JobStatus.SUCCEEDED:
+        reason = exp.reason or "the job succeeded but printed no result line"
+    if status is ExperimentStatus.FAILED and state.status is not JobStatus.FAILED:
+        reason = f"{state.status.value}: {reason}"
+    exp = attrs.evolve(exp, hardware=dict(hardware), cost_usd=cost, reason=reason,
+                       verdict=status.value)
+    return exp.with_status(status, reason, at=state.finished_at)

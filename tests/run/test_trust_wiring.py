@@ -136,3 +136,24 @@ def test_changed_evaluation_data_stops_the_run_before_scoring(tmp_path: Path) ->
         loop.run()
     assert any("ALERT" in line for line in said)
     assert not [e for e in lab.load_experiments() if e.verdict == "promoted"]
+
+
+def test_a_run_identical_to_another_seed_of_the_same_code_ignores_the_seed() -> None:
+    from autolab.seed_check import ignored_seed
+    from autolab_core.models import Result
+
+    def run(i: str, role: str, seed: int, value: float, code: str = "cand") -> Experiment:
+        return Experiment(id=i, hypothesis=Hypothesis(id="h", title="t"), base_commit="c",
+                          branch="b", role=role, seed=seed, code_hash=code, base_code="main",
+                          result=Result("val_bpb", value))
+
+    base = [run("b0", "baseline", 0, 1.0, "main"), run("b1", "baseline", 1, 1.01, "main")]
+    cand = run("c", "candidate", 0, 0.9)
+    fixed = run("k", "confirm", 3, 0.9)
+    why = ignored_seed(fixed, [*base, cand, fixed])
+    assert why is not None and "run c on seed 0" in why and "ignores the seed" in why
+    assert ignored_seed(run("k", "confirm", 3, 0.9001), [*base, cand]) is None  # it varies
+    assert ignored_seed(run("k", "confirm", 0, 0.9), [*base, cand]) is None  # same seed
+    # A lab whose main gives the same number on every seed: nothing to tell a patch from it.
+    flat = [run("b0", "baseline", 0, 1.0, "main"), run("b1", "baseline", 1, 1.0, "main")]
+    assert ignored_seed(fixed, [*flat, cand, fixed]) is None

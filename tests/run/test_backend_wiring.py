@@ -185,7 +185,7 @@ def test_experiment_resources_reach_the_job_spec_and_the_estimate(tmp_path: Path
     ledger = loop.ledger
     h = Hypothesis(id="big", title="big machine", source="user", resources={"flavor": "big"})
     exp = ledger.new(h, Role.BASELINE, seed=7)
-    exp = ledger.put(attrs.evolve(exp, commit=lab.main_commit(), nonce="n"))
+    exp = ledger.put(attrs.evolve(exp, commit=lab.main_commit(), attempts=1))
     spec = loop.jobs.job_spec(exp)
     assert spec.resources == {"flavor": "big"}
     assert backend.estimate_cost(spec) == PRICES["big"]

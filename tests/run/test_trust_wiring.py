@@ -157,3 +157,16 @@ def test_a_run_identical_to_another_seed_of_the_same_code_ignores_the_seed() -> 
     # A lab whose main gives the same number on every seed: nothing to tell a patch from it.
     flat = [run("b0", "baseline", 0, 1.0, "main"), run("b1", "baseline", 1, 1.0, "main")]
     assert ignored_seed(fixed, [*flat, cand, fixed]) is None
+
+
+def test_the_in_memory_backend_signs_results_with_the_job_key() -> None:
+    from autolab_core.job import parse_result
+    from autolab_core.models import JobSpec
+    from autolab_core.testing import ScriptedRun
+
+    key = b"0123456789abcdef" * 4
+    run = ScriptedRun(result={"metric": "val_loss", "value": 1.9})
+    piped = JobSpec("e1", ("x",), ".", stdin=key + b"\n")
+    assert parse_result(run.log_text(piped), key, "e1").value == 1.9
+    in_env = JobSpec("e1", ("x",), ".", env={KEY_ENV: key.decode()})
+    assert parse_result(run.log_text(in_env), key, "e1").value == 1.9

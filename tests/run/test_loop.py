@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -169,7 +170,15 @@ def test_restart_reattaches_and_runs_nothing_twice(tmp_path: Path) -> None:
     # First session: stop while the baselines run, leaving them to a later session.
     orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05, on_stop="detach",
                                               max_experiments=2), say=quiet)
-    threading.Timer(0.8, orch.stop).start()
+
+
+    def stop_once_submitted() -> None:  # not a fixed delay: a loaded machine starts slower
+        deadline = time.time() + 120
+        while not orch.running() and time.time() < deadline:
+            time.sleep(0.02)
+        orch.stop()
+
+    threading.Thread(target=stop_once_submitted, daemon=True).start()
     first = orch.run()
     in_flight = [e.id for e in first if e.status in (ExperimentStatus.SUBMITTED,
                                                      ExperimentStatus.STARTED)]

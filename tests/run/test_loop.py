@@ -171,7 +171,6 @@ def test_restart_reattaches_and_runs_nothing_twice(tmp_path: Path) -> None:
     orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05, on_stop="detach",
                                               max_experiments=2), say=quiet)
 
-
     def stop_once_submitted() -> None:  # not a fixed delay: a loaded machine starts slower
         deadline = time.time() + 120
         while not orch.running() and time.time() < deadline:

@@ -23,7 +23,7 @@ import attrs
 
 from autolab_core.errors import ConfigError
 from autolab_core.models import Direction
-from autolab_core.validators import positive
+from autolab_core.validators import non_negative, positive
 
 CONFIG_FILE = "autolab.toml"
 T = TypeVar("T")
@@ -229,6 +229,9 @@ class PromotionSection:
     # A cost difference under this many CPU seconds per run is timing noise, not compute.
     min_cost_seconds: float = 1.0
     min_sigma: float = 0.0
+    # A fresh baseline run of main after every this many candidate runs (0: only the first
+    # noise_runs), so candidates are compared with main measured under the same machine load.
+    baseline_every: int = attrs.field(default=8, validator=non_negative)
 
 
 @attrs.frozen

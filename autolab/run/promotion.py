@@ -16,6 +16,7 @@ import attrs
 from autolab.lab_recovery import blocking_baseline_failures
 from autolab.run import gate
 from autolab.run.ledger import Ledger
+from autolab_core.config import PromotionSection
 from autolab_core.errors import LabError
 from autolab_core.lab import BRANCH_PREFIX, RECORDS
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
@@ -25,7 +26,9 @@ _DEAD = (ExperimentStatus.FAILED, ExperimentStatus.CANCELLED, ExperimentStatus.R
 
 
 def schedule_baselines(ledger: Ledger, run_started: float = 0.0) -> list[Experiment]:
-    """Queue runs of main with new seeds until its noise is calibrated; returns them.
+    """Queue runs of main with fresh seeds: ``noise_runs`` to calibrate its noise, then one more
+    after every ``baseline_every`` candidate runs on it (interleaved, so that candidates are
+    compared with main measured under the same machine load); returns them.
 
     Raises :class:`LabError` when main itself keeps failing to run in this session (failures
     before ``run_started``, a ``time.time()``, stay in the records but are retried: the
@@ -38,7 +41,7 @@ def schedule_baselines(ledger: Ledger, run_started: float = 0.0) -> list[Experim
     have = [e for e in mine if e.status not in _DEAD]
     have_runs = len(gate.main_runs(exps, code))
     promoted_here = have_runs - len([e for e in have if e.status is ExperimentStatus.FINISHED])
-    missing = config.promotion.noise_runs - len(have) - promoted_here
+    missing = baselines_wanted(exps, code, config.promotion) - len(have) - promoted_here
     broken = blocking_baseline_failures(exps, code, run_started)
     if missing > 0 and len(broken) >= config.promotion.noise_runs:
         raise LabError(
@@ -46,12 +49,8 @@ def schedule_baselines(ledger: Ledger, run_started: float = 0.0) -> list[Experim
             f"{broken[-1].reason}. Fix the lab (try `python -m autolab_core.runner` settings by "
             f"running `{' '.join(config.run.argv())}` in {lab.root}), then run again"
         )
-    used = {e.seed for e in have}
-    seed, queued = 0, []
-    for _ in range(max(0, missing)):
-        while seed in used:
-            seed += 1
-        used.add(seed)
+    queued = []
+    for seed in gate.fresh_seeds(gate.seeds_used(exps, [code]), max(0, missing)):
         h = Hypothesis(id=f"baseline-{seed}", title=f"baseline: main, seed {seed}",
                        source="baseline")
         exp = ledger.new(h, Role.BASELINE, seed=seed)
@@ -64,6 +63,16 @@ def schedule_baselines(ledger: Ledger, run_started: float = 0.0) -> list[Experim
             exp, branch=branch, commit=commit, code_hash=exp.base_code,
             tree_hash=lab.tree_of(commit))))
     return queued
+
+
+def baselines_wanted(exps: Sequence[Experiment], code: str, rules: PromotionSection) -> int:
+    """How many runs should measure main at ``code`` by now: ``noise_runs``, plus one per
+    ``baseline_every`` runs of candidates on it handed to the backend so far."""
+    if not rules.baseline_every:
+        return rules.noise_runs
+    handed = [e for e in exps if e.role in (Role.CANDIDATE, Role.CONFIRM) and e.base_code == code
+              and e.status not in (ExperimentStatus.QUEUED, ExperimentStatus.REJECTED)]
+    return rules.noise_runs + len(handed) // rules.baseline_every
 
 
 def calibrated_main_values(ledger: Ledger) -> tuple[str, list[float]] | None:
@@ -93,15 +102,16 @@ class Promotion:
         """Give every finished candidate whose comparison is ready its verdict."""
         exps = self.ledger.experiments()
         rules, metric = self.config.promotion, self.config.metric.name
-        sigma = gate.pooled_sigma(exps, rules.min_sigma)
+        noise = gate.pooled_noise(exps, rules.min_sigma)
         for cand in exps:
             if cand.role != Role.CANDIDATE or cand.verdict not in (None, Verdict.CONFIRMING):
                 continue
             if cand.status is not ExperimentStatus.FINISHED:
                 continue
             base = gate.values(gate.main_runs(exps, cand.base_code or ""))
-            if len(base) < rules.noise_runs or sigma is None:
+            if len(base) < rules.noise_runs or noise is None:
                 continue  # calibration still running
+            sigma, df = noise
             runs = gate.runs_of(exps, cand.id)
             if cand.verdict is None:
                 v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir, rules,
@@ -109,11 +119,11 @@ class Promotion:
                 if not v.passed:
                     self._verdict(cand, Verdict.NOT_BETTER, v, f"not better: {v.describe(metric)}")
                     continue
-                confirms = [self.ledger.put(self._confirm(cand, seed))
-                            for seed in range(1, rules.confirm_runs + 1)]
+                seeds = gate.confirm_seeds(exps, cand, rules.confirm_runs)
+                confirms = [self.ledger.put(self._confirm(cand, seed)) for seed in seeds]
                 self._verdict(cand, Verdict.CONFIRMING, v,
                               f"passed the screen ({v.describe(metric)}); confirming with "
-                              f"{len(confirms)} more seeds", record=False)
+                              f"fresh seeds {', '.join(map(str, seeds))}", record=False)
                 continue
             confirms = [e for e in exps if e.role == Role.CONFIRM and e.parent == cand.id]
             if not all(e.done for e in confirms):
@@ -124,7 +134,7 @@ class Promotion:
                               f"confirmation runs {', '.join(failed)} did not finish")
                 continue
             v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir, rules,
-                           screen=False)
+                           screen=False, df=df)
             if not v.passed:
                 self._verdict(cand, Verdict.NOT_CONFIRMED, v, f"not confirmed: {v.describe(metric)}")
                 continue
@@ -146,10 +156,10 @@ class Promotion:
                            f"(its verdict: {cand.verdict if cand else 'no such experiment'})")
         runs = gate.runs_of(exps, cand.id)
         base = gate.values(gate.main_runs(exps, cand.base_code or ""))
-        sigma = gate.pooled_sigma(exps, self.config.promotion.min_sigma)
-        assert sigma is not None
-        v = gate.judge(gate.values(runs), base, sigma, self.config.metric.dir,
-                       self.config.promotion, screen=False)
+        noise = gate.pooled_noise(exps, self.config.promotion.min_sigma)
+        assert noise is not None
+        v = gate.judge(gate.values(runs), base, noise[0], self.config.metric.dir,
+                       self.config.promotion, screen=False, df=noise[1])
         approval = Flag(FlagKind.APPROVED, f"by {who}")
         cand = self.ledger.put(attrs.evolve(cand, flags=(*cand.flags, str(approval))))
         self.promote(cand, runs, v, exps, approved=True)
@@ -169,21 +179,9 @@ class Promotion:
                           f"{'; '.join(dict.fromkeys(flags))}. A human must approve it: "
                           f"`autolab approve {cand.id}`")
             return
-        cost = cost_ratio(runs, gate.main_runs(exps, cand.base_code or ""),
-                          self.config.promotion.min_cost_seconds)
-        limit = self.config.promotion.max_cost_increase
-        knobs = compute_knobs(cand.hypothesis.changes, self.compute_kind)
-        if cost is not None and cost > 1 and knobs:
-            self._verdict(cand, Verdict.NEEDS_EQUAL_COMPUTE, v,
-                          f"wins ({v.describe(metric)}) but changes {knobs} and costs "
-                          f"{100 * (cost - 1):.0f}% more CPU per run than main; compare it at "
-                          "equal compute (same CPU per run) before promoting")
-            return
-        if cost is not None and cost > 1 + limit:
-            self._verdict(cand, Verdict.NEEDS_EQUAL_COMPUTE, v,
-                          f"wins ({v.describe(metric)}) but costs {100 * (cost - 1):.0f}% more "
-                          f"CPU per run than main (limit {100 * limit:.0f}%); compare it at "
-                          "equal compute before promoting")
+        hold = self.cost_hold(cand, runs, exps)
+        if hold:
+            self._verdict(cand, Verdict.NEEDS_EQUAL_COMPUTE, v, f"wins ({v.describe(metric)}) {hold}")
             return
         main_code = self.ledger.main_code()
         if cand.base_code != main_code:
@@ -208,6 +206,30 @@ class Promotion:
         self.ledger.say(f"[bold green]promoted[/] {cand.id} {cand.hypothesis.title}: "
                         f"{v.describe(metric)} -> main {commit[:12]}")
         self.ledger.hooks.change_promoted(cand, commit, v.effect)
+
+    def cost_hold(self, cand: Experiment, runs: Sequence[Experiment],
+                  exps: Sequence[Experiment]) -> str | None:
+        """Why a win must be compared at equal compute before promotion, or None.
+
+        Its CPU seconds per run are compared with those of the runs of main nearest in time
+        (as many as main has calibration runs, or as the candidate has runs) by the noise-aware
+        test of :func:`gate.compare_cost`. A significant increase holds the win when it changes
+        a compute knob, or when the increase is over ``max_cost_increase``.
+        """
+        rules = self.config.promotion
+        main = gate.main_runs(exps, cand.base_code or "")
+        near = gate.nearest_in_time(main, runs, max(rules.noise_runs, len(runs)))
+        cost = gate.compare_cost(_cpu(runs), _cpu(near), rules)
+        if cost is None or not cost.significant:
+            return None
+        knobs = compute_knobs(cand.hypothesis.changes, self.compute_kind)
+        if knobs:
+            return (f"but changes {knobs} and costs {cost.describe()}; compare it at equal "
+                    "compute (same CPU per run) before promoting")
+        if cost.increase > rules.max_cost_increase:
+            return (f"but costs {cost.describe()} (limit {100 * rules.max_cost_increase:.0f}%); "
+                    "compare it at equal compute before promoting")
+        return None
 
     def _confirm(self, cand: Experiment, seed: int) -> Experiment:
         exp = self.ledger.new(cand.hypothesis, Role.CONFIRM, seed=seed, parent=cand)
@@ -240,20 +262,8 @@ def compute_knobs(changes: Iterable[str], compute_kind: Callable[[str], str]) ->
     return ", ".join(f"{name} ({kind})" for name, kind in found if kind)
 
 
-def cost_ratio(runs: Iterable[Experiment], base: Iterable[Experiment],
-               min_seconds: float = 0.0) -> float | None:
-    """Mean training CPU seconds of ``runs`` over ``base``'s; None when unknown or when the
-    difference is under ``min_seconds`` per run (timing noise on short runs)."""
-    def cpu(exps: Iterable[Experiment]) -> list[float]:
-        return [e.result.extra["train_cpu_seconds"] for e in exps
-                if e.result is not None and "train_cpu_seconds" in e.result.extra]
-    a, b = cpu(runs), cpu(base)
-    if not a or not b or sum(b) <= 0:
-        return None
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    if mean_a - mean_b < min_seconds:
-        return None
-    return mean_a / mean_b
+def _cpu(runs: Iterable[Experiment]) -> list[float]:
+    return [c for c in map(gate.cpu_seconds, runs) if c is not None]
 
 
 def promotion_message(cand: Experiment, runs: Sequence[Experiment], v: gate.Verdict,

@@ -49,7 +49,8 @@ def test_a_confirmed_win_is_promoted_to_main(tmp_path: Path) -> None:
     cand = ledger.get(cand.id)
     assert cand is not None and cand.verdict == Verdict.CONFIRMING
     queued = confirms(ledger, cand)
-    assert [e.seed for e in queued] == [1, 2] and all(e.commit == cand.commit for e in queued)
+    # Fresh seeds: not main's baselines' (0, 1, 2) nor the candidate's own (0).
+    assert [e.seed for e in queued] == [3, 4] and all(e.commit == cand.commit for e in queued)
     assert promotion.pending()
     promotion.judge()  # confirmations still queued: no verdict yet
     assert ledger.get(cand.id).verdict == Verdict.CONFIRMING  # type: ignore[union-attr]
@@ -58,7 +59,9 @@ def test_a_confirmed_win_is_promoted_to_main(tmp_path: Path) -> None:
     done = ledger.get(cand.id)
     assert done is not None and done.verdict == Verdict.PROMOTED and done.n_runs == 3
     assert "LR = 0.02" in lab.read(lab.main_commit(), "train.py")
-    assert f"autolab: promote {cand.id}" in lab.repo.commit(lab.main_commit()).message
+    message = lab.repo.commit(lab.main_commit()).message
+    assert f"autolab: promote {cand.id}" in message
+    assert "(seed 0)" in message and "(seed 3)" in message and "(seed 4)" in message  # recorded
     ((_, call),) = [c for c in log.calls if c[0] == "promoted"]
     assert call["commit"] == lab.main_commit() and call["improvement"] == pytest.approx(0.2)
     assert not promotion.pending()

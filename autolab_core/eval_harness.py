@@ -164,7 +164,8 @@ def _bwrap_argv(cwd: Path, readable: Sequence[Path], hide: Sequence[Path],
     own = _own_proc() if own_proc is None else own_proc
     proc = ["--proc", "/proc"] if own else ["--ro-bind", "/proc", "/proc"]
     argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", *proc, "--tmpfs", "/tmp"]
-    for path in (cwd, *readable):  # back on top of the private /tmp, read-only
+    # back on top of the private /tmp, read-only (this package too: a checkout under /tmp)
+    for path in (cwd, *readable, Path(__file__).resolve().parent):
         if path.exists() and path.resolve().is_relative_to("/tmp"):
             argv += ["--ro-bind", str(path.resolve()), str(path.resolve())]
     for path in hide:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from autolab_core.models import Experiment
+
 DATA_SEED_ENV = "AUTOLAB_SEED_DATA"
 INIT_SEED_ENV = "AUTOLAB_SEED_INIT"
 SEED_PLACEHOLDER = "{seed}"
@@ -85,3 +87,23 @@ def seeded_argv(argv: Sequence[str], seed: int) -> tuple[str, ...]:
     """``argv`` with ``{seed}`` replaced by ``seed`` in every argument."""
     return tuple(arg.replace(SEED_PLACEHOLDER, str(seed)) for arg in argv)
 
+
+
+def ignored_seed(exp: Experiment, experiments: Sequence[Experiment]) -> str | None:
+    """Why ``exp`` (a candidate or confirmation run that just finished) ignores the seed it was
+    given: its value is bit for bit that of a run of the same code with another seed. A fixed,
+    lucky seed would otherwise pass the confirmation runs as a real win. None when it differs."""
+    if exp.result is None or not exp.code_hash or exp.role not in ("candidate", "confirm"):
+        return None
+    main = {o.result.value for o in experiments
+            if o.role == "baseline" and o.base_code == exp.base_code and o.result is not None}
+    if len(main) < 2:
+        return None  # main's own runs do not show that the lab honours the seed
+    for other in experiments:
+        if (other.id != exp.id and other.code_hash == exp.code_hash and other.seed != exp.seed
+                and other.result is not None and other.result.value == exp.result.value
+                and other.role in ("candidate", "confirm")):
+            return (f"{exp.result.metric} {exp.result.value!r} on seed {exp.seed} is identical to "
+                    f"run {other.id} on seed {other.seed}: the patch ignores the seed the runner "
+                    "sets (a fixed seed is not a win)")
+    return None

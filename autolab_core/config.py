@@ -132,6 +132,14 @@ class RunSection:
     # The interpreter whose directory goes first on PATH for the lab's commands (so `python`
     # in `command` is it); None: the interpreter that runs autolab (and the job runner).
     python: str | None = attrs.field(default=None, validator=lambda _i, _a, v: _check_python(v))
+    # False cuts jobs off the network where the sandbox can (bubblewrap); labs that download
+    # data or report to a tracker from the job keep the default.
+    network: bool = True
+    # The sandbox jobs run in: "auto" (the strongest this machine allows: bubblewrap, then
+    # Landlock), or a level ("bwrap", "landlock", "none"); a level the machine lacks falls
+    # back to the next weaker one, and every result records the level that ran.
+    isolation: str = attrs.field(default="auto",
+                                 metadata={"choices": ("auto", "bwrap", "landlock", "none")})
     #: pip requirements installed before each job by backends that build their own
     #: environment (hf-jobs); SLURM and local jobs use the lab's environment as it is.
     requirements: list[str] = attrs.field(factory=list)

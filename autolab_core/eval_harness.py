@@ -157,9 +157,15 @@ def read_frame(read: Callable[[int], bytes], max_bytes: int) -> list[Array] | st
 
 
 # -- isolation -------------------------------------------------------------------------------
-def _bwrap_argv(cwd: Path, readable: Sequence[Path], hide: Sequence[Path]) -> list[str]:
-    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for path in (cwd, *readable):  # back on top of the private /tmp, read-only
+def _bwrap_argv(cwd: Path, readable: Sequence[Path], hide: Sequence[Path],
+                own_proc: bool | None = None) -> list[str]:
+    # Inside the runner's own bubblewrap sandbox a fresh /proc cannot be mounted (the outer
+    # /proc has read-only submounts): the child then gets the outer one, read-only.
+    own = _own_proc() if own_proc is None else own_proc
+    proc = ["--proc", "/proc"] if own else ["--ro-bind", "/proc", "/proc"]
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", *proc, "--tmpfs", "/tmp"]
+    # back on top of the private /tmp, read-only (this package too: a checkout under /tmp)
+    for path in (cwd, *readable, Path(__file__).resolve().parent):
         if path.exists() and path.resolve().is_relative_to("/tmp"):
             argv += ["--ro-bind", str(path.resolve()), str(path.resolve())]
     for path in hide:
@@ -170,18 +176,29 @@ def _bwrap_argv(cwd: Path, readable: Sequence[Path], hide: Sequence[Path]) -> li
     return [*argv, "--unshare-all", "--die-with-parent", "--new-session", "--chdir", str(cwd)]
 
 
-@lru_cache(maxsize=1)
-def isolation_available() -> str:
-    """``"bwrap"`` when bubblewrap can start a read-only, network-less process here, else
-    ``"none"`` (the child still gets its own session, rlimits and a clean environment)."""
-    if not shutil.which("bwrap"):
-        return "none"
+def _bwrap_works(own_proc: bool) -> bool:
     try:
-        probe = subprocess.run([*_bwrap_argv(Path("/"), (), ()), "--", "true"],
+        probe = subprocess.run([*_bwrap_argv(Path("/"), (), (), own_proc), "--", "true"],
                                capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@lru_cache(maxsize=1)
+def _own_proc() -> bool:
+    """Whether the child's sandbox can mount its own /proc (not inside another sandbox)."""
+    return _bwrap_works(own_proc=True)
+
+
+@lru_cache(maxsize=1)
+def isolation_available() -> str:
+    """``"bwrap"`` when bubblewrap can start a read-only, network-less process here (also
+    nested in the runner's sandbox), else ``"none"`` (the child still gets its own session,
+    rlimits and a clean environment)."""
+    if not shutil.which("bwrap"):
         return "none"
-    return "bwrap" if probe.returncode == 0 else "none"
+    return "bwrap" if _own_proc() or _bwrap_works(own_proc=False) else "none"
 
 
 def _limits(cpu_seconds: int | None, memory_bytes: int | None) -> Callable[[], None]:

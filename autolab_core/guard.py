@@ -59,6 +59,8 @@ def export_tree(lab: Lab, commit: str, dest: Path, data_globs: Sequence[str] = (
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
             tar.extractall(dest, filter="data")
+        while proc.stdout.read(65536):  # the archive's zero padding: else git dies of SIGPIPE
+            pass
     finally:
         proc.stdout.close()
         err = proc.stderr.read().decode() if proc.stderr else ""

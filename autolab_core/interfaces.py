@@ -120,6 +120,11 @@ class JobBackend(Plugin):
     #: hand it a job ahead of a free slot.
     queues: ClassVar[bool] = False
 
+    #: True when the backend hands ``JobSpec.stdin`` to the command's stdin over a pipe and
+    #: writes it nowhere. Otherwise the orchestrator passes the run's result key in the
+    #: job's environment (``AUTOLAB_RESULT_KEY``, treated as a secret), which is weaker.
+    takes_stdin: ClassVar[bool] = False
+
     @abc.abstractmethod
     def submit(self, spec: JobSpec) -> JobHandle:
         """Queue ``spec`` and return at once with a handle whose ``job_id`` is stable."""

@@ -45,7 +45,7 @@ from autolab_core import jobfiles as jf
 from autolab_core import procs
 from autolab_core.atomic import read_json, write_json, write_json_once
 from autolab_core.errors import BackendError
-from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChunk
+from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChunk, not_secret
 
 #: At most this many bytes are returned by one ``logs`` call.
 MAX_LOG_CHUNK = 4 << 20
@@ -137,7 +137,7 @@ class JobDirectory:
         job_dir = self.jobs_dir / job_id
         job_dir.mkdir()
         entry = jf.queue_entry(time.time_ns(), job_id) if self.slots else None
-        write_json(job_dir / jf.SPEC, attrs.asdict(spec), fsync=False)
+        write_json(job_dir / jf.SPEC, attrs.asdict(spec, filter=not_secret), fsync=False)
         write_json(job_dir / jf.LAUNCH, self._launch_info(entry, spec.workdir), fsync=False)
         claimed = self._claim(entry) if entry else None
         data = {"slot": claimed[0]} if claimed else {} if self.slots else {"slot": self.backend}
@@ -149,10 +149,14 @@ class JobDirectory:
         try:
             with open(job_dir / jf.SUPERVISOR_LOG, "ab") as log:
                 proc = subprocess.Popen(
-                    argv, cwd=job_dir, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                    pass_fds=(claimed[1],) if claimed else (),
+                    argv, cwd=job_dir, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL if spec.stdin is None else subprocess.PIPE,
+                    start_new_session=True, pass_fds=(claimed[1],) if claimed else (),
                 )
+            if proc.stdin is not None:  # the command's stdin (a key): a pipe, never a file
+                assert spec.stdin is not None
+                proc.stdin.write(spec.stdin)
+                proc.stdin.close()
         except OSError as exc:
             reason = f"cannot start the job supervisor with {sys.executable}: {exc}"
             write_json_once(job_dir / jf.EXIT, {"status": "failed", "reason": reason,

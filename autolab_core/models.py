@@ -168,6 +168,10 @@ class JobSpec:
     branch: str | None = None
     labels: Mapping[str, str] = attrs.field(factory=dict)
     resources: Mapping[str, Any] = attrs.field(factory=dict)
+    #: Bytes for the command's stdin (the run's result key): handed over a pipe by backends
+    #: that can (``JobBackend.takes_stdin``), never written to a file, a record or a handle.
+    stdin: bytes | None = attrs.field(default=None, repr=False, eq=False,
+                                      metadata={"secret": True})
     #: pip requirements (``[run] requirements``) for a backend that builds the job's Python
     #: environment itself (HF Jobs); backends that run in the lab's environment ignore them.
     requirements: tuple[str, ...] = ()
@@ -176,6 +180,7 @@ class JobSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> JobSpec:
         d = dict(d)
         d["command"] = tuple(d["command"])
+        d.pop("stdin", None)
         d["requirements"] = tuple(d.get("requirements", ()))
         return cls(**d)
 
@@ -299,7 +304,6 @@ class Experiment:
     effect_err: float | None = None
     n_runs: int = 0
     log_cursor: int = 0
-    nonce: str | None = None
 
     @property
     def base_key(self) -> str:
@@ -336,6 +340,7 @@ class Experiment:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Experiment:
         d = dict(d)
+        d.pop("nonce", None)  # older records kept the run's result nonce; it is gone
         d["hypothesis"] = Hypothesis.from_dict(d["hypothesis"])
         d["history"] = tuple(StatusEvent.from_dict(e) for e in d.get("history", ()))
         d["flags"] = tuple(d.get("flags", ()))
@@ -355,6 +360,11 @@ def to_dict(record: Any) -> dict[str, Any]:
         return value
 
     result: dict[str, Any] = attr.asdict(
-        record, value_serializer=convert, retain_collection_types=False
+        record, value_serializer=convert, retain_collection_types=False, filter=not_secret,
     )
     return result
+
+
+def not_secret(attribute: Any, _value: Any) -> bool:
+    """``attrs.asdict`` filter that leaves out fields marked secret (``JobSpec.stdin``)."""
+    return not attribute.metadata.get("secret", False)

@@ -66,6 +66,20 @@ def _reap_orphans(main_pid: int | None) -> None:
             return
 
 
+def _read_stdin() -> bytes:
+    """The bytes the submitter piped in (empty for /dev/null); the supervisor then stops being
+    dumpable, so a same-user job cannot read them from ``/proc/<supervisor>/mem``."""
+    try:
+        data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    except OSError:
+        data = b""
+    if data:
+        from autolab_core.sandbox import prctl
+
+        prctl(4, 0)  # PR_SET_DUMPABLE
+    return data
+
+
 class Supervisor:
     """Runs one job directory's command to its end. See the module docstring."""
 
@@ -80,6 +94,9 @@ class Supervisor:
         self.slot: str | None = None
         self.started: dict[str, Any] = {}
         self.why_stopped: str | None = None  # "cancel", "timeout" or "signal"
+        #: What the submitter piped in for the command's stdin (the run's result key); read
+        #: before anything else and kept in memory only.
+        self.stdin = b""
 
     # -- helpers ---------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -141,9 +158,14 @@ class Supervisor:
         with open(self.dir / jf.LOG, "ab") as out:
             try:
                 self.proc = subprocess.Popen(
-                    command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                    command, cwd=workdir, env=env,
+                    stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 )
+                if self.proc.stdin is not None:
+                    self.proc.stdin.write(self.stdin)
+                    self.proc.stdin.close()
+                self.stdin = b""
             except OSError as exc:
                 out.write(f"autolab: cannot start {command[0]!r}: {exc}\n".encode())
                 self.finish("failed", f"cannot start the command: {exc}")
@@ -271,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
     _become_subreaper()
     sup = Supervisor(args.job_dir)
+    sup.stdin = _read_stdin()
     try:
         sup.run(args.slot, args.slot_fd)
     except BaseException as exc:

@@ -31,9 +31,10 @@ import attrs
 import pytest
 
 from autolab_core.interfaces import JobBackend, PluginContext
+from autolab_core.job import RunResult, format_signed_result
 from autolab_core.metriclines import format_metric_line, format_result_line
 from autolab_core.models import JobHandle, JobSpec, JobState, JobStatus, LogChunk
-from autolab_core.runner import NONCE_ENV
+from autolab_core.runner import KEY_ENV, NONCE_ENV
 
 
 class Pollable(Protocol):
@@ -198,8 +199,9 @@ class ScriptedRun:
     It is PENDING for ``polls_pending`` polls, RUNNING for ``polls_running`` polls (None: until
     cancelled or over its time limit), then ends with ``status``. Its log is ``output``, then
     one ``AUTOLAB_METRIC`` line per entry of ``metrics`` (a mapping with ``step`` and values),
-    then, with ``result``, the ``AUTOLAB_RESULT`` line carrying the job's nonce as the runner
-    would print it (``{"metric": "val_loss", "value": 1.9}``).
+    then, with ``result``, the ``AUTOLAB_RESULT`` line as the runner would print it
+    (``{"metric": "val_loss", "value": 1.9}``), signed with the job's result key
+    (``JobSpec.stdin`` or ``AUTOLAB_RESULT_KEY``; a spec without a key gets the legacy nonce line).
     """
 
     status: JobStatus = JobStatus.SUCCEEDED
@@ -219,8 +221,13 @@ class ScriptedRun:
             values = {k: float(v) for k, v in point.items() if k != "step"}
             lines.append(format_metric_line(int(point.get("step", 0)), values) + "\n")
         if self.result is not None:
-            payload = {"nonce": spec.env.get(NONCE_ENV, ""), **self.result}
-            lines.append(format_result_line(payload) + "\n")
+            key = (spec.stdin or b"").strip() or spec.env.get(KEY_ENV, "").encode()
+            if key:  # signed with the run's key, as the runner does (what the loop accepts)
+                result = RunResult.from_dict({"experiment_id": spec.experiment_id, **self.result})
+                lines.append(format_signed_result(result, key) + "\n")
+            else:  # a spec built by hand, without a key: the legacy nonce line
+                payload = {"nonce": spec.env.get(NONCE_ENV, ""), **self.result}
+                lines.append(format_result_line(payload) + "\n")
         return "".join(lines)
 
 

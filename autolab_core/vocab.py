@@ -46,6 +46,8 @@ class FlagKind(enum.StrEnum):
     CRASH_ERROR = "crash_error"
     CRASH_PREEMPTED = "crash_preemption"
     IMPLAUSIBLE = "implausible_metric"
+    FORGED_RESULT = "forged_result"  # a result line without the run's signature: tampering
+    SEED_IGNORED = "seed_ignored"  # identical results on different seeds: a fixed seed
     APPROVED = "approved"  # a person cleared the experiment's other flags
 
 
@@ -54,6 +56,7 @@ class FlagKind(enum.StrEnum):
 BLOCKING: frozenset[str] = frozenset({
     FlagKind.NAN, FlagKind.DIVERGENCE, FlagKind.STALL, FlagKind.CRASH_OOM,
     FlagKind.CRASH_TIMEOUT, FlagKind.CRASH_ERROR, FlagKind.CRASH_PREEMPTED, FlagKind.IMPLAUSIBLE,
+    FlagKind.FORGED_RESULT, FlagKind.SEED_IGNORED,
 })
 
 

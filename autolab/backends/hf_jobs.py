@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from autolab.backends import hf_code, hf_repo
@@ -252,10 +253,12 @@ class HfJobsBackend(HfWatching, JobBackend):
         requirements = list(dict.fromkeys([*spec.requirements, *self.opts.requirements]))
         revision = None
         if spec.commit is not None:
-            requirements += hf_code.inline_requirements(spec.workdir, spec.commit,
-                                                        self._train_argv(spec))
+            # The loop's workdir is an exported tree (no .git): the commit is in the lab's repo.
+            repo = spec.workdir if (Path(spec.workdir) / ".git").exists() \
+                else str(self.context.lab_root)
+            requirements += hf_code.inline_requirements(repo, spec.commit, self._train_argv(spec))
             self._ensure_repo()
-            revision = hf_code.upload_code(api, self.code_repo(), spec.workdir, spec.commit,
+            revision = hf_code.upload_code(api, self.code_repo(), repo, spec.commit,
                                            spec.experiment_id)
         script = hf_code.job_script(
             self._command(spec), setup=self.opts.setup, python=self.opts.python,

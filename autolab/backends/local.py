@@ -45,6 +45,7 @@ class LocalBackend(JobBackend):
     options_class = LocalOptions
     runs_on_this_machine = True
     queues = True
+    takes_stdin = True
     description = "run jobs as processes on this machine, one per worker slot"
     opts: LocalOptions
 

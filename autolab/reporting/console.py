@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from autolab.reporting.isolation import isolation_of, isolation_summary
 from autolab.reporting.lab import lab_status, write_lab_report
 from autolab.reporting.summary import id_key, run_summary
 from autolab_core.errors import AutolabError
@@ -45,15 +46,20 @@ def print_summary(lab: Lab, experiments: Sequence[Experiment], console: Any, *,
                     max_rows=max_rows, promotion=cfg.promotion)
     table = Table(title=f"autolab: {s.counts['experiments']} runs this session in "
                         f"{lab.root.name} ({s.total} in the lab)")
-    for col in ("id", "role", "idea", metric, "verdict"):
+    for col in ("id", "role", "idea", metric, "verdict", "isolation"):
         table.add_column(col)
     for exp in s.session:
         value = "" if exp.result is None else f"{exp.result.value:.4f}"
         style = "green" if exp.verdict == Verdict.PROMOTED else None
         table.add_row(exp.id, exp.role, exp.hypothesis.title[:60], value,
-                      exp.verdict or exp.status.value, style=style)
+                      exp.verdict or exp.status.value,
+                      isolation_of(exp) if exp.result is not None else "", style=style)
+    isolation = isolation_summary(s.session)
+    if isolation:
+        table.caption = isolation
     if s.hidden:
-        table.caption = f"... and {s.hidden} earlier experiments of this session"
+        table.caption = (f"... and {s.hidden} earlier experiments of this session"
+                         + (f"; {isolation}" if isolation else ""))
     console.print(table)
     if s.top:
         board = Table(title=f"leaderboard: top {len(s.top)}")

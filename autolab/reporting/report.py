@@ -198,6 +198,17 @@ def _anomalies_html(d: ReportData) -> str:
             f"<th>step</th></tr></thead><tbody>{rows}</tbody></table>{note}</section>")
 
 
+def _runs_html(d: ReportData) -> str:
+    rows = "".join("<tr>" + _td(i) + _td(role) + _td(seed, True, seed) + _td(_f(v, 6), True, v)
+                   + _td(lvl) + "</tr>" for i, role, seed, v, lvl in d.runs)
+    return (f'<section id="runs"><h2>Runs ({len(d.runs)} finished)</h2>'
+            '<p class="muted">isolation: the sandbox each run ran in (bwrap, landlock or none; '
+            "see docs/trust.md).</p>"
+            '<table class="sortable"><thead><tr><th>experiment</th><th>role</th><th>seed</th>'
+            f"<th>{escape(d.metric)}</th><th>isolation</th></tr></thead><tbody>{rows}"
+            "</tbody></table></section>")
+
+
 def _summary_html(d: ReportData) -> str:
     best = _best(d)
     total = sum(d.counts.values())
@@ -206,7 +217,8 @@ def _summary_html(d: ReportData) -> str:
     cards += [("promotions", str(len(d.promotions))),
               ("best effect", "-" if best is None else _effect(best)),
               ("utilisation", f"{d.overall_use:.0%}"),
-              ("saved by pruning", _hours(d.saved_seconds))]
+              ("saved by pruning", _hours(d.saved_seconds)),
+              ("sandbox", (d.isolation or "-").removeprefix("isolation: "))]
     body = "".join(f'<div class="card"><span class="muted">{escape(k)}</span><b>{escape(v)}</b>'
                    "</div>" for k, v in cards)
     return f'<section id="summary"><div class="cards">{body}</div></section>'
@@ -223,7 +235,7 @@ def render_html(d: ReportData) -> str:
         f'<p class="muted">Generated {_when(d.generated_at)}. Decisive metric: '
         f"{escape(d.metric)} ({d.direction.value}).</p>"
         + _summary_html(d) + _leaderboard_html(d) + _promotions_html(d) + _curves_html(d)
-        + _gantt_html(d) + _utilisation_html(d) + _anomalies_html(d)
+        + _gantt_html(d) + _utilisation_html(d) + _runs_html(d) + _anomalies_html(d)
         + f"</main><script>{_JS}</script></body></html>"
     )
 
@@ -245,7 +257,8 @@ def render_markdown(d: ReportData, pngs: Sequence[Path] = ()) -> str:
               f"- Best: {'-' if best is None else f'{best.experiment_id} ({_effect(best)})'}",
               f"- Main: {_f(d.base_value, 6)} (sigma {_f(d.base_sigma, 3)})",
               f"- Worker utilisation: {d.overall_use:.0%}; saved by pruning: "
-              f"{_hours(d.saved_seconds)}", ""]
+              f"{_hours(d.saved_seconds)}",
+              f"- Sandbox ({d.isolation or 'isolation: no finished runs yet'})", ""]
     lines += ["## Leaderboard", "",
               f"| # | experiment | hypothesis | {d.metric} | effect ± se | seeds | status | flags |",
               "|---:|---|---|---:|---:|---:|---|---|"]
@@ -262,6 +275,10 @@ def render_markdown(d: ReportData, pngs: Sequence[Path] = ()) -> str:
               "|---|---:|---:|---:|"]
     lines += [f"| {_cell(u.slot)} | {u.runs} | {_hours(u.busy_s)} | {u.fraction:.0%} |"
               for u in d.slot_use]
+    lines += ["", f"## Runs ({len(d.runs)} finished)", "",
+              f"| experiment | role | seed | {d.metric} | isolation |", "|---|---|---:|---:|---|"]
+    lines += [f"| {_cell(i)} | {role} | {seed} | {_f(v, 6)} | {lvl} |"
+              for i, role, seed, v, lvl in d.runs]
     lines += ["", f"## Anomalies ({len(d.anomalies)})", ""]
     lines += [f"- {a.experiment_id}: **{a.flag}**: {_cell(a.reason)}" for a in d.anomalies]
     if pngs:

@@ -27,6 +27,7 @@ import attrs
 from autolab.reporting import svg
 from autolab.reporting.anomalies import Anomaly
 from autolab.reporting.curves import Curve, curves_from, downsample, reference
+from autolab.reporting.isolation import finished_runs, isolation_of, isolation_summary
 from autolab.reporting.summary import (
     Entry,
     Promotion,
@@ -71,6 +72,9 @@ class ReportData:
     overall_use: float
     anomalies: list[Anomaly]
     saved_seconds: float
+    # (experiment, role, seed, value, isolation level) per finished run, oldest first
+    runs: list[tuple[str, str, int, float, str]] = attrs.field(factory=list)
+    isolation: str | None = None  # "isolation: bwrap (12 runs)"
 
 
 def _anomalies(experiments: Sequence[Experiment], given: Sequence[Anomaly]) -> list[Anomaly]:
@@ -160,4 +164,7 @@ def collect(
         segments=segs, slot_use=uses, overall_use=overall,
         anomalies=_anomalies(experiments, anomalies),
         saved_seconds=pruned_savings(experiments),
+        runs=[(e.id, str(e.role), e.seed, e.result.value, isolation_of(e))
+              for e in finished_runs(experiments) if e.result is not None],
+        isolation=isolation_summary(experiments),
     )

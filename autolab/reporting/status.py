@@ -31,6 +31,7 @@ import attrs
 
 from autolab.reporting.anomalies import Anomaly
 from autolab.reporting.curves import latest_metrics
+from autolab.reporting.isolation import finished_runs, isolation_of, isolation_summary
 from autolab.reporting.summary import id_key, leaderboard
 from autolab_core.config import PromotionSection
 from autolab_core.models import Direction, Experiment, ExperimentStatus, JobState, JobStatus
@@ -173,6 +174,9 @@ def status_from_experiments(
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no experiments yet"
     parts.append(Text(f"{len(experiments)} experiments: {summary}", style="bold"))
     parts += [Text(note, style="yellow") for note in notes]
+    isolation = isolation_summary(experiments)
+    if isolation:
+        parts.append(Text(isolation, style="yellow" if "none" in isolation else "dim"))
 
     entries = leaderboard(experiments, direction, promotion)
     if entries:
@@ -215,6 +219,17 @@ def status_from_experiments(
     if len(waiting) > queue_rows:
         queue.caption = f"... and {len(waiting) - queue_rows} more"
     parts.append(queue)
+
+    finished = finished_runs(experiments)[-failure_rows:] if failure_rows > 0 else []
+    if finished:
+        rtable = Table(title=f"finished (the last {len(finished)})", title_justify="left")
+        for col in ("experiment", "hypothesis", "role", "seed", metric, "isolation"):
+            rtable.add_column(col, no_wrap=col != "hypothesis")
+        for e in finished:
+            assert e.result is not None
+            rtable.add_row(e.id, Text(e.hypothesis.title[:40]), e.role, str(e.seed),
+                           _value(e.result.value), isolation_of(e))
+        parts.append(rtable)
 
     failed = [e for e in experiments if e.status is ExperimentStatus.FAILED]
     if failed and failure_rows > 0:

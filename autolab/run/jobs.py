@@ -1,17 +1,19 @@
 """Jobs: the run spec of an experiment, submission, following logs, finishing.
 
-The run spec is built in one place (:func:`run_spec`) and the runner's output is read in one
-place (:func:`parse_output`, with :func:`parse_result_line` for the nonce'd result line), so
-the typed job protocol of ``autolab_core`` can replace both without touching the loop.
+The run spec is built in one place (:func:`autolab.run.runspec.run_spec`, over ``guard.run_spec``)
+and the runner's output is read in one place (:func:`parse_output`, which checks the run's one
+HMAC-signed result line with :func:`autolab_core.job.parse_result`). A job runs in an exported
+tree of its commit (no ``.git``), in the strongest sandbox the machine offers; its result key
+reaches it on stdin (backends with ``takes_stdin``) or, weaker, as the secret
+``AUTOLAB_RESULT_KEY``, and is never stored: it is derived again from the lab's master key.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
+import shutil
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,12 @@ from autolab.lab_recovery import OutputTail, failure_reason
 from autolab.reporting.status import with_wait_reason
 from autolab.run.budget import Budget, OverBudget
 from autolab.run.ledger import Ledger
-from autolab.seed_check import seed_env, seeded_argv
-from autolab_core.config import Config, resolve_python
+from autolab.run.runspec import failed_outcome, run_spec, to_result
+from autolab.seed_check import ignored_seed, seed_env
+from autolab_core import guard
 from autolab_core.interfaces import JobBackend, MetricStore
-from autolab_core.metriclines import RESULT_PREFIX, parse_metric_line
+from autolab_core.job import ResultError, parse_result, scan_results
+from autolab_core.metriclines import parse_metric_line
 from autolab_core.models import (
     Experiment,
     ExperimentStatus,
@@ -33,50 +37,9 @@ from autolab_core.models import (
     JobState,
     JobStatus,
     MetricPoint,
-    Result,
 )
-from autolab_core.vocab import Flag, kinds
-
-_JOB_TO_EXP = {
-    JobStatus.SUCCEEDED: ExperimentStatus.FINISHED,
-    JobStatus.CANCELLED: ExperimentStatus.CANCELLED,
-}
-
-
-def run_spec(exp: Experiment, config: Config, eval_hash: str) -> dict[str, Any]:
-    """What the runner (``python -m autolab_core.runner``) must do for ``exp``."""
-    return {
-        "experiment_id": exp.id,
-        "train": list(seeded_argv(config.run.argv(), exp.seed)),
-        "eval": list(config.run.eval_argv() or []) or None,
-        "protected": list(config.files.protected),
-        "eval_hash": eval_hash,
-        "metric": config.metric.name,
-        "pattern": config.metric.pattern,
-        "results_file": config.metric.results_file,
-        "seed_env": config.run.seed_env,
-        "seed": exp.seed,
-        # The interpreter whose bin directory the runner puts first on PATH (None: its own).
-        "python": None if config.run.python is None else resolve_python(config.run.python),
-    }
-
-
-def parse_result_line(line: str, nonce: str | None) -> Result | None:
-    """The :class:`Result` of an ``AUTOLAB_RESULT`` line carrying ``nonce``, else None."""
-    if not line.startswith(RESULT_PREFIX) or nonce is None:
-        return None
-    payload = _json_tail(line)
-    if not payload or payload.get("nonce") != nonce:
-        return None  # printed by the patch, not by the runner of this run
-    extra = dict(payload.get("extra") or {})
-    if payload.get("train_cpu_seconds") is not None:
-        extra["train_cpu_seconds"] = float(payload["train_cpu_seconds"])
-    return Result(
-        metric=str(payload["metric"]), value=float(payload["value"]),
-        seed=int(payload.get("seed", 0)), train_seconds=payload.get("train_seconds"),
-        eval_hash=payload.get("eval_hash"), trusted=bool(payload.get("trusted", True)),
-        extra=extra,
-    )
+from autolab_core.runner import KEY_ENV
+from autolab_core.vocab import Flag, FlagKind, kinds
 
 
 @attrs.define
@@ -85,10 +48,14 @@ class JobOutput:
 
     points: list[MetricPoint] = attrs.field(factory=list)
     updates: dict[str, Any] = attrs.field(factory=dict)  # hardware, reason, result
+    forged: tuple[str, ...] = ()  # result lines without the run's signature
+    result_error: str | None = None  # why the whole log holds no acceptable result
 
 
-def parse_output(exp: Experiment, text: str) -> JobOutput:
-    """Metric points, hardware, runner errors and the result in ``text`` (runner lines)."""
+def parse_output(exp: Experiment, text: str, key: bytes | None = None) -> JobOutput:
+    """Metric points, hardware and runner errors in ``text`` (runner lines). With ``key``
+    (``text`` is then the whole log of an ended job), also its one signed result: exactly one
+    line signed under ``key`` for this experiment is accepted, others are reported as forged."""
     out = JobOutput()
     for line in text.splitlines():
         parsed = parse_metric_line(line)
@@ -99,10 +66,16 @@ def parse_output(exp: Experiment, text: str) -> JobOutput:
             out.updates["hardware"] = _json_tail(line) or {}
         elif line.startswith("AUTOLAB_ERROR "):
             out.updates["reason"] = (_json_tail(line) or {}).get("reason", line)
+    if key is not None:
+        out.forged = scan_results(text, key, exp.id).forged
+        try:
+            run = parse_result(text, key, exp.id)
+        except ResultError as exc:
+            out.result_error = exc.reason
         else:
-            result = parse_result_line(line, exp.nonce)
-            if result is not None:
-                out.updates["result"] = result
+            out.updates["result"] = to_result(run)
+            out.updates["hardware"] = {**out.updates.get("hardware", {}),
+                                       "isolation": run.isolation}  # as signed
     return out
 
 
@@ -120,50 +93,46 @@ class Jobs:
         self.budget = Budget(self.config.budget.usd, self.lab.state_dir / "budget.json")
         self.budget_refusal: str | None = None  # why the last job was refused for money
 
-    def worktree(self, exp: Experiment) -> Path:
-        """Where ``exp``'s checkout lives while it runs."""
-        return self.lab.state_dir / "worktrees" / exp.id
+    def workdir(self, exp: Experiment) -> Path:
+        """Where ``exp``'s exported tree lives while it runs (in the lab's state directory, so
+        a cluster backend finds it on shared storage; the sandbox hides it from other jobs)."""
+        return self.lab.state_dir / "jobs" / exp.id
 
     def housekeeping(self, ahead: int) -> bool:
-        """One worktree chore, off the loop's thread; False when there was none.
-
-        Removes the checkout of an ended experiment (failed ones stay for a post-mortem), or
-        checks out one of the next ``ahead`` ready experiments so that submitting it is fast.
-        """
+        """One checkout chore, off the loop's thread; False when there was none: removes the
+        exported tree of an ended experiment (failed ones stay for a post-mortem)."""
+        del ahead  # trees are exported fresh at submission: a job cannot prepare another's
         for exp in self.ledger.experiments():
-            if exp.done and exp.status is not ExperimentStatus.FAILED and self.worktree(exp).exists():
-                self.lab.remove_worktree(self.worktree(exp))
-                return True
-        main_code = self.ledger.main_code()
-        for exp in self.ledger.ready()[:ahead]:
-            if exp.commit and exp.base_code == main_code and not self.worktree(exp).exists():
-                self.lab.add_worktree(self.worktree(exp), exp.commit)
+            if exp.done and exp.status is not ExperimentStatus.FAILED and self.workdir(exp).exists():
+                shutil.rmtree(self.workdir(exp), ignore_errors=True)
                 return True
         return False
 
+    def key(self, exp: Experiment) -> bytes:
+        """The result key of ``exp``'s current attempt (derived, never stored)."""
+        return guard.run_key(self.lab, exp.id, exp.attempts)
+
     def job_spec(self, exp: Experiment) -> JobSpec:
-        """The backend's job for ``exp`` (checks out its commit)."""
-        assert exp.commit is not None and exp.nonce is not None
-        workdir = self.lab.add_worktree(self.worktree(exp), exp.commit)
+        """The backend's job for ``exp``: an exported tree of its commit, the run spec, and
+        the result key on stdin (or, where the backend cannot pass stdin, in a secret env)."""
+        assert exp.commit is not None
+        spec = run_spec(self.lab, exp)
+        workdir = self.lab.export_tree(exp.commit, self.workdir(exp))
+        key = self.key(exp)
         cfg = self.config
-        spec = run_spec(exp, cfg, self.lab.files_hash(exp.base_commit, cfg.files.protected))
+        command: tuple[str, ...] = (sys.executable, "-m", "autolab_core.runner")
+        env = {**cfg.run.env, **seed_env(exp.seed, cfg.run.seed_env),
+               "AUTOLAB_RUN_SPEC": spec.to_json(), "AUTOLAB_EXPERIMENT_ID": exp.id}
+        if self.backend.takes_stdin:
+            command, stdin = (*command, "--key-stdin"), key + b"\n"
+        else:  # the runner moves it into a pipe and re-executes before lab code starts
+            env[KEY_ENV], stdin = key.decode(), None
         return JobSpec(
-            experiment_id=exp.id,
-            command=(sys.executable, "-m", "autolab_core.runner"),
-            workdir=str(workdir),
-            env={
-                **cfg.run.env,
-                **seed_env(exp.seed, cfg.run.seed_env),
-                "AUTOLAB_RUN_SPEC": json.dumps(spec),
-                "AUTOLAB_RESULT_NONCE": exp.nonce,
-                "AUTOLAB_EXPERIMENT_ID": exp.id,
-            },
-            time_limit_s=cfg.run.time_limit,
-            commit=exp.commit,
-            branch=exp.branch,
+            experiment_id=exp.id, command=command, workdir=str(workdir), env=env,
+            time_limit_s=cfg.run.time_limit, commit=exp.commit, branch=exp.branch,
             labels={"autolab-lab": cfg.name, "autolab-experiment": exp.id},
             resources=dict(exp.hypothesis.resources),  # this experiment's, over the backend's
-            requirements=tuple(cfg.run.requirements),
+            requirements=tuple(cfg.run.requirements), stdin=stdin,
         )
 
     def submit(self, exp: Experiment) -> Experiment:
@@ -181,8 +150,7 @@ class Jobs:
         out: dict[str, Experiment] = {}
         wave: list[tuple[Experiment, JobSpec]] = []
         for exp in exps:
-            exp = attrs.evolve(exp, nonce=exp.nonce or secrets.token_hex(16),
-                               attempts=exp.attempts + 1)
+            exp = attrs.evolve(exp, attempts=exp.attempts + 1)
             if self.budget_refusal:  # one refusal stops the run: the others stay ready
                 out[exp.id] = exp
                 continue
@@ -298,26 +266,47 @@ class Jobs:
                 self.ledger.say(f"[yellow]{reason}[/] ({exp_id})")
 
     def read_logs(self, exp: Experiment, final: bool) -> Experiment:
-        """Take in the job's new output: metric points to the store, result to the record."""
+        """Take in the job's new output: metric points to the store; once the job ended, its
+        one signed result (or why there is none, and any forged result lines) to the record."""
         assert exp.handle is not None
         points: list[MetricPoint] = []
-        empty_reads = 0
         while True:
             chunk = self.backend.logs(exp.handle, exp.log_cursor)
             out = parse_output(exp, chunk.text)
             points += out.points
             exp = attrs.evolve(exp, log_cursor=chunk.cursor, **out.updates)
-            if chunk.text:
-                continue
-            # A finished job's last lines can reach a remote log a moment late.
-            empty_reads += 1
-            if not final or exp.result is not None or empty_reads >= 4:
+            if not chunk.text:
                 break
-            time.sleep(0.25)
         points += self.backend.system_metrics(exp.handle)  # GPU use, where the backend measures it
         if points:
             self.store.append(points)
+        if final:
+            exp = self._take_result(exp)
         return self.ledger.put(exp)
+
+    def _take_result(self, exp: Experiment) -> Experiment:
+        """Check the whole log of an ended job for its signed result."""
+        assert exp.handle is not None
+        key = self.key(exp)
+        for attempt in range(4):
+            # A finished job's last lines can reach a remote log a moment late.
+            out = parse_output(exp, self.backend.logs(exp.handle, 0).text, key)
+            if "result" in out.updates or out.forged or attempt == 3:
+                break
+            time.sleep(0.25)
+        updates = {k: v for k, v in out.updates.items() if k in ("result", "hardware")}
+        exp = attrs.evolve(exp, **updates)
+        if out.result_error is not None and exp.reason is None:
+            exp = attrs.evolve(exp, reason=out.result_error)
+        if out.forged:
+            flag = str(Flag(FlagKind.FORGED_RESULT,
+                            f"{len(out.forged)} result line(s) not signed by this run's runner "
+                            f"(printed by the patch?): {out.forged[0][:160]}"))
+            if _new_flags(exp.flags, [flag]):
+                exp = attrs.evolve(exp, flags=(*exp.flags, flag))
+                self.ledger.say(f"[red]forged result[/] {exp.id}: {rich_escape(flag)}")
+                self.ledger.hooks.anomaly(exp, Flag.parse(flag))
+        return exp
 
     def finish(self, exp: Experiment, state: JobState) -> Experiment:
         """Give an ended job's experiment its final status, record it and tell the plugins."""
@@ -332,7 +321,7 @@ class Jobs:
                                eval_hash=exp.result.eval_hash)
             exp = exp.with_status(ExperimentStatus.FINISHED, at=state.finished_at)
         else:
-            exp = _failed(exp, state, hardware, cost)
+            exp = failed_outcome(exp, state, hardware, cost)
             if exp.status is ExperimentStatus.FAILED:
                 exp = self._with_output_tail(exp)
         if self.reporter is not None:
@@ -341,6 +330,7 @@ class Jobs:
             exp = attrs.evolve(exp, flags=(*exp.flags, *flags))
             for flag in flags:
                 self.ledger.hooks.anomaly(exp, Flag.parse(flag))
+        exp = self._seed_check(exp)
         self.ledger.put(exp)
         if exp.status is ExperimentStatus.FINISHED:
             assert exp.result is not None
@@ -354,6 +344,20 @@ class Jobs:
         self.ledger.hooks.experiment_finished(exp)
         return exp
 
+    def _seed_check(self, exp: Experiment) -> Experiment:
+        """Flag (blocking) a run whose value repeats, bit for bit, a run of the same code on
+        another seed, and its candidate too: a fixed seed must not pass as a confirmed win."""
+        why = ignored_seed(exp, self.ledger.experiments())
+        flag = str(Flag(FlagKind.SEED_IGNORED, why or ""))
+        parent = self.ledger.get(exp.parent) if why and exp.parent else None
+        if parent is not None and _new_flags(parent.flags, [flag]):
+            self.ledger.put(attrs.evolve(parent, flags=(*parent.flags, flag)))
+        if why and _new_flags(exp.flags, [flag]):
+            exp = attrs.evolve(exp, flags=(*exp.flags, flag))
+            self.ledger.hooks.anomaly(exp, Flag.parse(flag))
+            self.ledger.say(f"[yellow]anomaly[/] {exp.id}: {rich_escape(flag)}")
+        return exp
+
     def _with_output_tail(self, exp: Experiment) -> Experiment:
         """``exp`` whose reason shows the cause and the last lines the job printed (scrubbed)."""
         if exp.handle is None:
@@ -364,21 +368,6 @@ class Jobs:
         except Exception as exc:  # a lost log must not lose the verdict
             tail.feed(f"(could not read the job's output: {exc})\n")
         return attrs.evolve(exp, reason=failure_reason(exp.reason or "failed", tail.lines()))
-
-
-def _failed(exp: Experiment, state: JobState, hardware: Mapping[str, Any],
-            cost: float) -> Experiment:
-    pruned = exp.reason is not None and exp.reason.startswith("pruned")
-    status = (ExperimentStatus.PRUNED if pruned else
-              _JOB_TO_EXP.get(state.status, ExperimentStatus.FAILED))
-    reason = exp.reason or state.reason or state.status.value
-    if state.status is JobStatus.SUCCEEDED:
-        reason = exp.reason or "the job succeeded but printed no result line"
-    if status is ExperimentStatus.FAILED and state.status is not JobStatus.FAILED:
-        reason = f"{state.status.value}: {reason}"
-    exp = attrs.evolve(exp, hardware=dict(hardware), cost_usd=cost, reason=reason,
-                       verdict=status.value)
-    return exp.with_status(status, reason, at=state.finished_at)
 
 
 def _new_flags(have: tuple[str, ...], new: list[str]) -> list[str]:

@@ -31,6 +31,8 @@ from autolab.run.proposals import ProposalPipeline, Roles, rebase
 from autolab.run.smoke import SmokeCheck, smoke_check
 from autolab.run.upkeep import Upkeep
 from autolab.seed_check import seed_warning
+from autolab_core.errors import LabError
+from autolab_core.guard import MainGuard, Pins, TamperAlert
 from autolab_core.models import Experiment, ExperimentStatus
 from autolab_core.vocab import Role, Verdict
 
@@ -48,6 +50,21 @@ class RunOptions:
     # Jobs handed to a backend that queues them itself and knows its slots (`local`) beyond
     # its free slots, so a freed slot starts the next job without waiting for a poll.
     prefetch: int = 1
+
+
+def isolation_header(requested: str, runs_here: bool) -> str:
+    """The run header's sandbox line: the level jobs get on this machine, or (for a cluster or
+    cloud backend) that the job's machine decides; every result records the level that ran."""
+    from autolab_core import sandbox
+
+    if not runs_here:
+        return (f"isolation: {requested} (the strongest sandbox on each job's machine; every "
+                "result records its level)")
+    level = sandbox.detect(requested)
+    weak = "" if level != "none" else (
+        ": no sandbox on this machine, jobs run as you (install bubblewrap, see docs/trust.md); "
+        "tampering is still detected")
+    return f"isolation: {level}{weak}"
 
 
 class RunLoop:
@@ -183,11 +200,46 @@ class RunLoop:
         return self.experiments()
 
     def _tick(self) -> None:
+        self.check_refs()
         if self.jobs.poll():
             self._changed = True
+            self.check_pins()  # before scoring what ended
         self.promotion.judge()
 
+    def check_refs(self) -> None:
+        """Stop the run (:class:`TamperAlert`, naming the commit) when ``main`` or an experiment
+        branch moved without autolab; the ref is put back where autolab last wrote it."""
+        guard = self.lab.guard
+        if guard is None:
+            return
+        try:
+            guard.check(restore=False)
+        except TamperAlert:
+            # A ref this process is writing right now is journalled a moment after it moves.
+            time.sleep(0.5)
+            try:
+                guard.check()
+            except TamperAlert as alert:
+                self._alert(alert)
+
+    def check_pins(self) -> None:
+        """Stop the run when the protected files or data differ from their pins."""
+        try:
+            Pins(self.lab).verify()
+        except LabError as exc:
+            self._alert(LabError(f"ALERT: {exc}. The run stops here: nothing more is scored."))
+
+    def _alert(self, alert: LabError) -> None:
+        """Say ``alert``, cancel the running jobs (they may be scored on a tampered lab), and
+        stop the run with it."""
+        self.ledger.say(f"[bold red]{escape(str(alert))}[/]")
+        self.jobs.cancel_running()
+        raise alert
+
     def _run(self) -> None:
+        self.lab.guard = MainGuard(self.lab)  # main and the branches as this session finds them
+        self.ledger.say(escape(isolation_header(self.config.run.isolation,
+                                                self.backend.runs_on_this_machine)))
         self.ledger.sync_records()
         self.jobs.reattach()
         self.upkeep.maybe_run()

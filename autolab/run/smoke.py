@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 
 from autolab.seed_check import seed_env, seeded_argv
@@ -35,16 +36,16 @@ def smoke_run_here(lab: Lab, exp: Experiment, commit: str) -> str | None:
     config = lab.config
     search = config.search
     path = lab.state_dir / "smoke" / exp.id
-    lab.add_worktree(path, commit)
+    lab.export_tree(commit, path)  # no .git: the patch cannot move the lab's refs
     try:
         out = path / ".autolab-out"
         out.mkdir(exist_ok=True)
         env = {**seed_env(0, config.run.seed_env), "AUTOLAB_OUTPUT_DIR": str(out),
                "PATH": os.pathsep.join([config.run.python_dir(), os.environ.get("PATH", "")]),
-               **config.run.env, **search.smoke_env}
+               "GIT_CEILING_DIRECTORIES": str(path.parent), **config.run.env, **search.smoke_env}
         result = smoke_run(path, seeded_argv(config.run.argv(), 0), env, search.smoke_seconds)
     finally:
-        lab.remove_worktree(path)
+        shutil.rmtree(path, ignore_errors=True)
     return None if result.ok else f"smoke run failed: {result.reason}"
 
 

@@ -2,7 +2,7 @@
 
 :class:`Upkeep` runs at the start of ``autolab run`` and then about every ``every_s`` (an
 hour): it calls the backend's ``cleanup()`` (SLURM job folders, HF code archives past the
-backend's own retention), removes the git worktrees of experiments that ended more than
+backend's own retention), removes the exported trees of experiments that ended more than
 ``[run] keep_checkouts`` ago, and writes the disk use of the backend and of the lab's state
 directory to ``<state>/disk.json``, which ``autolab status`` shows
 (:func:`autolab.reporting.status.read_disk_usage`).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -81,15 +82,16 @@ class Upkeep:
         return done
 
     def remove_old_checkouts(self, now: float) -> list[str]:
-        """Remove worktrees of experiments that ended more than ``keep_checkouts`` ago."""
+        """Remove the exported trees of experiments that ended more than ``keep_checkouts`` ago
+        (failed ones included: they are kept that long for a post-mortem)."""
         if self.keep_checkouts_s is None:
             return []
         removed = []
         for exp in self.jobs.ledger.experiments():
             at = ended_at(exp)
-            path = self.jobs.worktree(exp)
+            path = self.jobs.workdir(exp)
             if at is not None and now - at >= self.keep_checkouts_s and path.exists():
-                self.jobs.lab.remove_worktree(path)
+                shutil.rmtree(path, ignore_errors=True)
                 removed.append(exp.id)
         return removed
 

@@ -44,7 +44,9 @@ def test_autolab_run_promotes_a_win_with_no_run_outside_slurm() -> None:
         '[backend]\nname = "slurm"\n\n[backend.slurm]\npartition = "debug"\n'
         'cpus_per_task = 1\nmem = "512M"\npoll_interval_s = 0.5\narray = true\n'
     )).replace("noise_runs = 3", "noise_runs = 2").replace("confirm_runs = 2", "confirm_runs = 1")
-    config = config.replace("[run]\n", f'[run]\nenv = {{ RUN_RECORD = "{record}" }}\n', 1)
+    # The record file lies outside the job's tree, where a sandbox (bwrap, landlock) refuses
+    # writes: this test measures where jobs run, so its jobs run unsandboxed.
+    config = config.replace("[run]\n", f'[run]\nisolation = "none"\nenv = {{ RUN_RECORD = "{record}" }}\n', 1)
     setup = (
         "import sys; from pathlib import Path; from autolab_core.lab import Lab\n"
         "root = Path(sys.argv[1]); root.mkdir()\n"

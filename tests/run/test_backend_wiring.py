@@ -169,13 +169,13 @@ def test_upkeep_removes_old_checkouts_hourly(tmp_path: Path) -> None:
     failed = next(e for e in exps if e.handle is not None)
     # a failed experiment's checkout stays for a post-mortem ...
     jobs.ledger.put(attrs.evolve(failed).with_status(ExperimentStatus.FAILED, "test"))
-    lab.add_worktree(jobs.worktree(failed), failed.commit)
+    lab.export_tree(failed.commit, jobs.workdir(failed))
     upkeep = Upkeep(jobs, keep_checkouts_s=3600.0)
     now = jobs.ledger.get(failed.id).history[-1].at  # type: ignore[union-attr]
-    assert upkeep.maybe_run(now + 60) and jobs.worktree(failed).exists()
+    assert upkeep.maybe_run(now + 60) and jobs.workdir(failed).exists()
     assert not upkeep.maybe_run(now + 1800)  # not due again within the hour
     # ... until it is older than keep_checkouts
-    assert upkeep.maybe_run(now + 3700) and not jobs.worktree(failed).exists()
+    assert upkeep.maybe_run(now + 3700) and not jobs.workdir(failed).exists()
     assert backend.cleanups == 3  # the loop's start, and the two runs above
 
 
@@ -185,7 +185,7 @@ def test_experiment_resources_reach_the_job_spec_and_the_estimate(tmp_path: Path
     ledger = loop.ledger
     h = Hypothesis(id="big", title="big machine", source="user", resources={"flavor": "big"})
     exp = ledger.new(h, Role.BASELINE, seed=7)
-    exp = ledger.put(attrs.evolve(exp, commit=lab.main_commit(), nonce="n"))
+    exp = ledger.put(attrs.evolve(exp, commit=lab.main_commit(), attempts=1))
     spec = loop.jobs.job_spec(exp)
     assert spec.resources == {"flavor": "big"}
     assert backend.estimate_cost(spec) == PRICES["big"]

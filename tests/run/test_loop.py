@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from autolab.run.assemble import build_loop
 from autolab.run.loop import RunLoop, RunOptions
 from autolab_core.lab import BRANCH_PREFIX, RECORDS, Lab
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
-from autolab_core.vocab import Role
+from autolab_core.vocab import FlagKind, Role, kinds
 
 
 def git(root: Path, *args: str) -> str:
@@ -131,9 +132,12 @@ def test_patches_cannot_fake_their_score(tmp_path: Path) -> None:
     assert fake.status is ExperimentStatus.FINISHED
     assert fake.result is not None and fake.result.value > 1.3  # the protected eval's number
     assert fake.verdict == "not better"
+    assert FlagKind.FORGED_RESULT in kinds(fake.flags)  # the unsigned line is reported
     rewrite = exps["rewrite the evaluation"]
     assert rewrite.status is ExperimentStatus.FAILED
-    assert "modified the protected evaluation" in (rewrite.reason or "")
+    # The sandbox refuses the write (bwrap, landlock); without one, the hashes catch it.
+    assert ("modified the protected evaluation" in (rewrite.reason or "")
+            or "Read-only file system: 'prepare.py'" in (rewrite.reason or ""))
     assert not [e for e in exps.values() if e.verdict == "promoted"]
 
 
@@ -166,7 +170,14 @@ def test_restart_reattaches_and_runs_nothing_twice(tmp_path: Path) -> None:
     # First session: stop while the baselines run, leaving them to a later session.
     orch = build_loop(lab, RunOptions(workers=2, poll_interval=0.05, on_stop="detach",
                                               max_experiments=2), say=quiet)
-    threading.Timer(0.8, orch.stop).start()
+
+    def stop_once_submitted() -> None:  # not a fixed delay: a loaded machine starts slower
+        deadline = time.time() + 120
+        while not orch.running() and time.time() < deadline:
+            time.sleep(0.02)
+        orch.stop()
+
+    threading.Thread(target=stop_once_submitted, daemon=True).start()
     first = orch.run()
     in_flight = [e.id for e in first if e.status in (ExperimentStatus.SUBMITTED,
                                                      ExperimentStatus.STARTED)]

@@ -162,7 +162,13 @@ def test_job_cannot_move_main(tmp_path: Path) -> None:
     main = lab.main_commit()
     assert not (main.startswith(commit) or commit.startswith(main)), output[-3000:]
     assert candidates[0].get("verdict") != "promoted"
-    assert "main" in output and "moved" in output.lower(), output[-3000:]
+    if "moved outside autolab" not in output:
+        # No alert: the job had no repository to move main in (an exported tree with no .git,
+        # GIT_CEILING_DIRECTORIES, and under bwrap/landlock the lab is hidden), so it ran
+        # without touching any ref. tests/run/test_ref_tamper.py makes a job reach the lab by
+        # its absolute path without a sandbox and checks the alert.
+        assert candidates[0]["history"][-1]["status"] in ("finished", "failed"), output[-3000:]
+        assert "ALERT" not in output, output[-3000:]
 
 
 @pytest.mark.parametrize("title", [t for t, e in CLASSES.items() if e[0]["file"] == "train.py"])

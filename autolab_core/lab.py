@@ -34,7 +34,7 @@ from gitdb.base import IStream  # type: ignore[import-untyped]
 from autolab_core.config import CONFIG_FILE, Config, load_config
 from autolab_core.errors import LabError
 from autolab_core.hashing import content_hash
-from autolab_core.models import Experiment, to_dict
+from autolab_core.models import Experiment, id_key, to_dict
 
 if TYPE_CHECKING:
     from autolab_core.guard import MainGuard
@@ -346,10 +346,9 @@ class Lab:
 
     def load_experiments(self) -> list[Experiment]:
         """Every experiment record in the state directory, oldest first."""
-        out = []
-        for path in sorted(self.experiments_dir.glob("*.json")):
-            out.append(Experiment.from_dict(json.loads(path.read_text())))
-        return out
+        out = [Experiment.from_dict(json.loads(path.read_text()))
+               for path in self.experiments_dir.glob("*.json")]
+        return sorted(out, key=lambda e: id_key(e.id))
 
     def new_experiment_id(self) -> str:
         """The next free id (``0001``, ``0002``...), reserved atomically."""

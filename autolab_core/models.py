@@ -9,6 +9,7 @@ class's ``from_dict``.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -368,3 +369,15 @@ def to_dict(record: Any) -> dict[str, Any]:
 def not_secret(attribute: Any, _value: Any) -> bool:
     """``attrs.asdict`` filter that leaves out fields marked secret (``JobSpec.stdin``)."""
     return not attribute.metadata.get("secret", False)
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def id_key(experiment_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders the numbers inside experiment ids numerically (``0042`` < ``9999``
+    < ``10000``; ``e00042`` < ``e10000``)."""
+    if experiment_id.isdigit():  # the lab's own ids
+        return ((0, int(experiment_id)),)
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in _DIGITS.split(experiment_id) if part)

@@ -25,7 +25,6 @@ been run twice; no effect before main has a run on the candidate's base.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Collection, Iterable, Sequence
 
@@ -34,7 +33,7 @@ import attrs
 from autolab.reporting.gate_runs import GateRuns
 from autolab.run import gate
 from autolab_core.config import PromotionSection
-from autolab_core.models import Direction, Experiment, ExperimentStatus
+from autolab_core.models import Direction, Experiment, ExperimentStatus, id_key
 from autolab_core.vocab import Flag, Role, Verdict
 
 _OUTCOME = {
@@ -45,7 +44,6 @@ _OUTCOME = {
     ExperimentStatus.REJECTED: "failed",
 }
 OUTCOMES = ("running", "finished", "pruned", "failed", "cancelled")
-_DIGITS = re.compile(r"(\d+)")
 
 
 @attrs.frozen
@@ -121,15 +119,6 @@ def main_value(experiments: Sequence[Experiment], code: str) -> float | None:
 
 def outcome(e: Experiment) -> str:
     return _OUTCOME.get(e.status, "running")
-
-
-def id_key(experiment_id: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders the numbers inside ids numerically (``0042`` < ``9999`` <
-    ``10000``; ``e00042`` < ``e10000``)."""
-    if experiment_id.isdigit():  # the lab's own ids
-        return ((0, int(experiment_id)),)
-    return tuple((0, int(part)) if part.isdigit() else (1, part)
-                 for part in _DIGITS.split(experiment_id) if part)
 
 
 def leaderboard(experiments: Sequence[Experiment], direction: Direction,

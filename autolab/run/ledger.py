@@ -16,11 +16,13 @@ import attrs
 from autolab_core.errors import AutolabError
 from autolab_core.hooks import Hooks
 from autolab_core.lab import RECORDS, Lab
-from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
+from autolab_core.models import Experiment, ExperimentStatus, Hypothesis, id_key
 from autolab_core.plugins import PluginManager, get_plugin_manager
 from autolab_core.vocab import Role, Verdict
 
 Say = Callable[[str], None]
+#: Sources of candidates that fill slots while better ideas are being written.
+FILLER_SOURCES = frozenset({"knob", "random"})
 _SUBMIT_ORDER: dict[str, int] = {Role.CONFIRM: 0, Role.BASELINE: 1, Role.CANDIDATE: 2}
 
 
@@ -34,6 +36,8 @@ class Ledger:
         self.hooks = hooks or Hooks(None, lab)
         self.code_paths = sorted({*self.config.files.editable, *self.config.files.protected})
         self._lock = threading.RLock()
+        #: Set by the proposal pipeline while an LLM candidate is on its way (in memory only).
+        self.fillers_held = False
         self._exps: dict[str, Experiment] = {e.id: e for e in lab.load_experiments()}
         self._unrecorded: dict[str, str] = {}
         self._code_cache: tuple[str, str] | None = None
@@ -42,7 +46,7 @@ class Ledger:
     def experiments(self) -> list[Experiment]:
         """Every experiment, in id order."""
         with self._lock:
-            return sorted(self._exps.values(), key=lambda e: e.id)
+            return sorted(self._exps.values(), key=lambda e: id_key(e.id))
 
     def get(self, exp_id: str) -> Experiment | None:
         with self._lock:
@@ -54,10 +58,15 @@ class Ledger:
                 if e.status in (ExperimentStatus.SUBMITTED, ExperimentStatus.STARTED)]
 
     def ready(self) -> list[Experiment]:
-        """Queued experiments with a commit, in submission order: confirm, baseline, rest."""
+        """Queued experiments with a commit, in submission order: confirm, baseline, then
+        candidates, those of an LLM or a person before the knob explorer's (which only keep the
+        slots busy meanwhile). While ``fillers_held`` (an LLM idea is being written into a
+        candidate), the knob explorer's candidates wait, so the idea takes the next free slot."""
         queued = [e for e in self.experiments()
-                  if e.status is ExperimentStatus.QUEUED and (e.commit or e.role == Role.CONFIRM)]
-        return sorted(queued, key=lambda e: (_SUBMIT_ORDER.get(e.role, 3), e.id))
+                  if e.status is ExperimentStatus.QUEUED and (e.commit or e.role == Role.CONFIRM)
+                  and not (self.fillers_held and e.hypothesis.source in FILLER_SOURCES)]
+        return sorted(queued, key=lambda e: (_SUBMIT_ORDER.get(e.role, 3),
+                                             e.hypothesis.source in FILLER_SOURCES, id_key(e.id)))
 
     def spent_usd(self) -> float:
         return sum(e.cost_usd for e in self.experiments())

@@ -120,7 +120,6 @@ class ProposalPipeline:
         self._thread = threading.Thread(target=self._loop, name="autolab-proposer", daemon=True)
         self.feed: LLMFeed | None = None
         self._llm_ids: set[str] = set()  # candidates planned from the feed
-        self._held: dict[str, Experiment] = {}  # knob candidates set aside for an LLM idea
         if roles.fallback is not None:
             self.feed = LLMFeed(ledger, roles.proposer, roles.writer, lambda: lab_digest(ledger),
                                 depth=depth,
@@ -138,7 +137,7 @@ class ProposalPipeline:
             self._thread.join(timeout=60)
         if self.feed is not None:
             self.feed.join()
-        self._release()
+        self.ledger.fillers_held = False
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -158,8 +157,7 @@ class ProposalPipeline:
         if self._take_inbox():
             return True
         for exp in self.ledger.experiments():
-            if (exp.role == Role.CANDIDATE and exp.status is ExperimentStatus.QUEUED and not exp.commit
-                    and exp.id not in self._held):
+            if exp.role == Role.CANDIDATE and exp.status is ExperimentStatus.QUEUED and not exp.commit:
                 self.materialize(exp)
                 return True
         if self.housekeeping():
@@ -198,14 +196,14 @@ class ProposalPipeline:
 
     def _step_with_feed(self, feed: LLMFeed) -> bool:
         if not feed.out.empty():
-            self._hold()  # before the LLM candidate exists: no knob candidate starts ahead of it
+            self.ledger.fillers_held = True  # no knob candidate starts ahead of this idea
             written = feed.out.get()
             self._plan_written(written)
             return True
         if self._llm_waiting():
-            self._hold()
+            self.ledger.fillers_held = True
             return False
-        self._release()
+        self.ledger.fillers_held = False
         if feed.finished:
             self.feed = None
             if self.roles.fall_back():
@@ -237,27 +235,6 @@ class ProposalPipeline:
             self.ledger.reject(exp, why)
             return
         self.materialize(exp, written.files, written.edits)
-
-    def _hold(self) -> None:
-        """Set aside the commit of every ready knob candidate so an LLM candidate goes first."""
-        for exp in self.ledger.ready():
-            if exp.role != Role.CANDIDATE or exp.id in self._llm_ids:
-                continue
-            with self.ledger._lock:  # the loop may be submitting it right now
-                current = self.ledger.get(exp.id)
-                if current is not None and current.status is ExperimentStatus.QUEUED and current.commit:
-                    self._held[exp.id] = current
-                    self.ledger.put(attrs.evolve(current, commit=None))
-
-    def _release(self) -> None:
-        """Give the held knob candidates their commits back."""
-        for exp_id, held in list(self._held.items()):
-            with self.ledger._lock:
-                current = self.ledger.get(exp_id)
-                if (current is not None and current.status is ExperimentStatus.QUEUED
-                        and not current.commit and current.base_code == held.base_code):
-                    self.ledger.put(held)
-            del self._held[exp_id]
 
     def _researcher_failed(self, exc: LLMError) -> None:
         self.errors += 1

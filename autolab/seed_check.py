@@ -100,9 +100,11 @@ def ignored_seed(exp: Experiment, experiments: Sequence[Experiment]) -> str | No
     if len(main) < 2:
         return None  # main's own runs do not show that the lab honours the seed
     for other in experiments:
-        if (other.id != exp.id and other.code_hash == exp.code_hash and other.seed != exp.seed
-                and other.result is not None and other.result.value == exp.result.value
-                and other.role in ("candidate", "confirm")):
+        same_code = other.code_hash == exp.code_hash and other.role in ("candidate", "confirm")
+        # a patch that only pins main's seed reproduces main's run on that seed bit for bit
+        main_run = other.role == "baseline" and other.base_code == exp.base_code
+        if (other.id != exp.id and (same_code or main_run) and other.seed != exp.seed
+                and other.result is not None and other.result.value == exp.result.value):
             return (f"{exp.result.metric} {exp.result.value!r} on seed {exp.seed} is identical to "
                     f"run {other.id} on seed {other.seed}: the patch ignores the seed the runner "
                     "sets (a fixed seed is not a win)")

@@ -26,15 +26,18 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import git
 from gitdb.base import IStream  # type: ignore[import-untyped]
 
+from autolab_core.atomic import write_atomic
 from autolab_core.config import CONFIG_FILE, Config, load_config
+from autolab_core.config_template import DEFAULT_CONFIG
 from autolab_core.errors import LabError
 from autolab_core.hashing import content_hash
 from autolab_core.models import Experiment, id_key, to_dict
+from autolab_core.scores import format_scores, parse_scores, score_row
 
 if TYPE_CHECKING:
     from autolab_core.guard import MainGuard
@@ -49,26 +52,6 @@ _IDENTITY = {
     "GIT_COMMITTER_NAME": "autolab",
     "GIT_COMMITTER_EMAIL": "autolab@localhost",
 }
-SCORE_COLUMNS = (
-    "id", "role", "status", "verdict", "value", "effect", "effect_err", "n_runs", "seed", "source", "title",
-    "citation", "conversation", "base_commit", "branch", "commit", "eval_hash", "hardware",
-    "train_s", "flags", "reason",
-)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class Lab:
@@ -339,7 +322,7 @@ class Lab:
 
     def save_experiment(self, experiment: Experiment) -> None:
         """Write the live record to the state directory (atomic)."""
-        _atomic_write(
+        write_atomic(
             self.experiments_dir / f"{experiment.id}.json",
             json.dumps(to_dict(experiment), indent=1, sort_keys=True),
         )
@@ -359,7 +342,7 @@ class Lab:
                 self.experiments_dir / f"{n:04d}.json"
             ).exists():
                 n += 1
-            _atomic_write(counter, str(n + 1))
+            write_atomic(counter, str(n + 1))
         return f"{n:04d}"
 
     def record_on_main(
@@ -402,78 +385,3 @@ def _identity(repo: git.Repo) -> dict[str, str]:
     if reader.has_option("user", "name") and reader.has_option("user", "email"):
         return {}
     return dict(_IDENTITY)
-
-
-def _clean(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("\t", " ").replace("\n", " ")
-
-
-def score_row(exp: Experiment) -> dict[str, str]:
-    result = exp.result
-    return {
-        "id": exp.id,
-        "role": exp.role,
-        "status": exp.status.value,
-        "value": "" if result is None else f"{result.value:.6g}",
-        "verdict": _clean(exp.verdict),
-        "effect": "" if exp.effect is None else f"{exp.effect:+.4g}",
-        "effect_err": "" if exp.effect_err is None else f"{exp.effect_err:.2g}",
-        "n_runs": str(exp.n_runs),
-        "seed": str(exp.seed),
-        "source": exp.hypothesis.source,
-        "title": _clean(exp.hypothesis.title),
-        "citation": _clean(exp.hypothesis.citation),
-        "conversation": _clean(exp.hypothesis.conversation_id),
-        "base_commit": exp.base_commit[:12],
-        "branch": exp.branch,
-        "commit": (exp.commit or "")[:12],
-        "eval_hash": (exp.eval_hash or "")[:12],
-        "hardware": _clean(" ".join(f"{k}={v}" for k, v in sorted(exp.hardware.items()))),
-        "train_s": "" if result is None or result.train_seconds is None
-        else f"{result.train_seconds:.1f}",
-        "flags": _clean(",".join(exp.flags)),
-        "reason": _clean(exp.reason),
-    }
-
-
-def format_scores(rows: Any) -> str:
-    lines = ["\t".join(SCORE_COLUMNS)]
-    for row in sorted(rows, key=lambda r: r["id"]):
-        lines.append("\t".join(_clean(row.get(c, "")) for c in SCORE_COLUMNS))
-    return "\n".join(lines) + "\n"
-
-
-def parse_scores(text: str) -> list[dict[str, str]]:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    if not lines:
-        return []
-    header = lines[0].split("\t")
-    return [dict(zip(header, ln.split("\t"), strict=False)) for ln in lines[1:]]
-
-
-DEFAULT_CONFIG = """\
-# autolab lab configuration. See `autolab --help` and docs/.
-[lab]
-name = ""
-
-[run]
-command = "python train.py"
-time_limit = "30m"
-
-[metric]
-name = "val_bpb"
-direction = "minimize"
-source = "pattern"
-pattern = '^val_bpb:\\s*([0-9.eE+-]+)'
-
-[files]
-editable = ["train.py"]
-protected = []
-
-[backend]
-name = "local"
-
-[backend.local]
-workers = 1
-"""

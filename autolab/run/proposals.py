@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -224,7 +224,8 @@ class ProposalPipeline:
 
     def _plan_written(self, written: WrittenIdea) -> None:
         """An LLM idea the feed has written (or failed to write): queue or reject it."""
-        exp = attrs.evolve(self.ledger.new(written.hypothesis, Role.CANDIDATE),
+        seed = self._first_seed(self.ledger.experiments(), written.base_code)
+        exp = attrs.evolve(self.ledger.new(written.hypothesis, Role.CANDIDATE, seed=seed),
                            base_commit=written.base_commit, base_code=written.base_code)
         self._llm_ids.add(exp.id)
         if written.error:
@@ -249,12 +250,19 @@ class ProposalPipeline:
 
     def plan(self, h: Hypothesis, code: str) -> Experiment | None:
         """The Planner's first check, then the Worker's patch; None when rejected."""
-        exp = self.ledger.new(h, Role.CANDIDATE)
-        why = check_hypothesis(h, self.ledger.experiments(), code)
+        exps = self.ledger.experiments()
+        exp = self.ledger.new(h, Role.CANDIDATE, seed=self._first_seed(exps, code))
+        why = check_hypothesis(h, exps, code)
         if why:
             self.ledger.reject(exp, why)
             return None
         return self.materialize(exp)
+
+    @staticmethod
+    def _first_seed(exps: Sequence[Experiment], code: str | None) -> int:
+        """A seed main's code never ran on: a patch that pins one of main's seeds then
+        reproduces that run bit for bit and is flagged (``seed_ignored``)."""
+        return gate.fresh_seeds(gate.seeds_used(exps, [code]), 1)[0]
 
     def _writer_for(self, exp: Experiment) -> PatchWriter:
         """The knob explorer writes knob changes while the LLM runs beside it."""

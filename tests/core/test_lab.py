@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from autolab_core.errors import ConfigError, LabError
-from autolab_core.lab import BRANCH_PREFIX, RECORDS, Lab, parse_scores
+from autolab_core.lab import BRANCH_PREFIX, RECORDS, Lab
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis, Result
+from autolab_core.scores import parse_scores
 
 TRAIN = "LR = 0.01  # learning rate\nprint('val_bpb: 1.0')\n"
 

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "write_atomic": "autolab_core.atomic",
     **dict.fromkeys(["parse_duration", "parse_options"], "autolab_core.config"),
     **dict.fromkeys(["JobDirectory", "Slot"], "autolab_core.jobdir"),
+    "DirectoryBackend": "autolab_core.dirbackend",
     **dict.fromkeys(["ChatLLM", "CommonOptions", "RawAnswer"], "autolab_core.chat"),
     "HTTPChatLLM": "autolab_core.chat_http",
     **dict.fromkeys(["between", "duration", "non_negative", "positive"], "autolab_core.validators"),
@@ -43,6 +44,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "Direction",
+    "DirectoryBackend",
     "Experiment",
     "ExperimentStatus",
     "HTTPChatLLM",
@@ -100,6 +102,7 @@ if TYPE_CHECKING:
     from autolab_core.chat import ChatLLM, CommonOptions, RawAnswer
     from autolab_core.chat_http import HTTPChatLLM
     from autolab_core.config import parse_duration, parse_options
+    from autolab_core.dirbackend import DirectoryBackend
     from autolab_core.errors import (
         AutolabError,
         BackendError,

@@ -9,16 +9,16 @@ each with its BLAS/OpenMP thread count and, with ``gpus``, its own ``CUDA_VISIBL
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from autolab_core import hookimpl
+from autolab_core.dirbackend import DirectoryBackend
 from autolab_core.errors import ConfigError
-from autolab_core.interfaces import JobBackend, PluginContext
-from autolab_core.jobdir import JobDirectory, Slot, reap_children
-from autolab_core.models import JobHandle, JobSpec, JobState, LogChunk
+from autolab_core.interfaces import PluginContext
+from autolab_core.jobdir import JobDirectory, Slot
 from autolab_core.validators import duration, positive
 
 
@@ -38,7 +38,7 @@ class LocalOptions:
     kill_grace_s: float = duration(5.0)
 
 
-class LocalBackend(JobBackend):
+class LocalBackend(DirectoryBackend):
     """Runs jobs as local processes, ``workers`` at a time. See the module docstring."""
 
     name = "local"
@@ -84,37 +84,6 @@ class LocalBackend(JobBackend):
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[index]
         return env
-
-    def submit(self, spec: JobSpec) -> JobHandle:
-        return self.jobs.submit(spec)
-
-    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
-        return self.jobs.poll(handles)
-
-    def logs(self, handle: JobHandle, since: int = 0) -> LogChunk:
-        return self.jobs.logs(handle.job_id, since)
-
-    def cancel(self, handle: JobHandle) -> None:
-        """Ask the job's supervisor to stop it (SIGTERM, grace, SIGKILL); returns at once."""
-        self.jobs.cancel(handle.job_id)
-
-    def cancel_all(self, wait_s: float = 0.0) -> list[str]:
-        """Cancel every unfinished job in this state directory; wait up to ``wait_s`` for them."""
-        return self.jobs.cancel_all(wait_s)
-
-    def close(self) -> None:
-        """Leave running jobs alone: a restarted orchestrator takes them over."""
-        reap_children()
-
-    def reattach(self, job_id: str) -> JobHandle | None:
-        return self.jobs.reattach(job_id)
-
-    def find(self, experiment_id: str) -> JobHandle | None:
-        """The newest job submitted for ``experiment_id``."""
-        return self.jobs.find(experiment_id)
-
-    def slot_of(self, handle: JobHandle) -> str:
-        return self.jobs.slot_of(handle)
 
 
 @hookimpl

@@ -10,14 +10,14 @@ in files, any instance, in any process, can ``poll``, read ``logs``, ``cancel`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from autolab_core.interfaces import JobBackend, PluginContext
+from autolab_core.dirbackend import DirectoryBackend
+from autolab_core.interfaces import PluginContext
 from autolab_core.jobdir import JobDirectory, Slot
-from autolab_core.models import JobHandle, JobSpec, JobState, LogChunk
 from autolab_core.validators import duration, positive
 
 
@@ -34,7 +34,7 @@ class SubprocessOptions:
     max_parallel: int | None = attrs.field(default=None, validator=positive)
 
 
-class SubprocessBackend(JobBackend):
+class SubprocessBackend(DirectoryBackend):
     """Runs each job as a local process under a detached supervisor; survives restarts."""
 
     name = "example-subprocess"
@@ -57,24 +57,3 @@ class SubprocessBackend(JobBackend):
         if os.name != "posix":
             return "example-subprocess needs process groups (Linux or macOS); use `local`"
         return None
-
-    def submit(self, spec: JobSpec) -> JobHandle:
-        return self.jobs.submit(spec)
-
-    def poll(self, handles: Sequence[JobHandle]) -> dict[str, JobState]:
-        return self.jobs.poll(handles)
-
-    def logs(self, handle: JobHandle, since: int = 0) -> LogChunk:
-        return self.jobs.logs(handle.job_id, since)
-
-    def cancel(self, handle: JobHandle) -> None:
-        self.jobs.cancel(handle.job_id)
-
-    def reattach(self, job_id: str) -> JobHandle | None:
-        return self.jobs.reattach(job_id)
-
-    def find(self, experiment_id: str) -> JobHandle | None:
-        return self.jobs.find(experiment_id)
-
-    def slot_of(self, handle: JobHandle) -> str:
-        return self.jobs.slot_of(handle)

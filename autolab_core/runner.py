@@ -137,6 +137,14 @@ def _cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _drop_bytecode(tree: Path) -> None:
+    """Remove ``__pycache__`` folders from the job's tree: bytecode that training wrote there
+    (with the source's size and time) would otherwise be loaded by the protected evaluation."""
+    for cache in sorted(tree.rglob("__pycache__"), reverse=True):
+        if cache.is_dir() and not cache.is_symlink():
+            shutil.rmtree(cache, ignore_errors=True)
+
+
 def run_phase(argv: list[str], env: dict[str, str], cwd: Path, box: sandbox.Sandboxed,
               tail: deque[str]) -> tuple[int, float, float, int]:
     """Run one phase to its end and kill what it left: ``(exit code, wall s, CPU s, number of
@@ -272,8 +280,12 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
               if ((env_dir / "pyvenv.cfg").is_file() or (env_dir / "conda-meta").is_dir())
               and not any(h.is_relative_to(env_dir) for h in hidden)]
     data = [cwd / p for p in expand_globs(cwd, spec.protected_data)]
+    # Training may write anywhere in the job's own tree (a disposable export: checkpoints, logs,
+    # caches), never the protected files, and never sees the evaluation data.
+    protected = [cwd / p for p in spec.protected]
     train_box = sandbox.wrap(level, _command(spec.train, python),
-                             sandbox.Policy(cwd, [out_dir], [*hidden, *data], spec.network, reveal))
+                             sandbox.Policy(cwd, [cwd], [*hidden, *data], spec.network, reveal,
+                                            readonly=protected))
 
     tail: deque[str] = deque(maxlen=2000)
     code, wall, cpu, escaped = run_phase(train_box.argv, env, cwd, train_box, tail)
@@ -286,13 +298,14 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
         last = "".join(list(tail)[-20:])[-2000:]
         why = f"training exited with code {code}"
         if level != "none" and ("Read-only file system" in last or "Permission denied" in last):
-            why += (f" (the {level} sandbox refused a write or read: lab code may write only "
-                    f"in {spec.output_dir}, and cannot read the protected evaluation data)")
+            why += (f" (the {level} sandbox refused a write or read: lab code may write in "
+                    "its own checkout but not the protected files, nor outside it, and cannot "
+                    "read the protected evaluation data)")
         say("ERROR", {"reason": why, "exit_code": code, "tail": last})
         return code if code > 0 else 128 - code
-    # A sandbox kept the checkout read-only during training: the data need no re-hash yet
+    # bubblewrap hid the evaluation data (read-only) during training: no re-hash needed yet
     # (the small protected files are checked anyway, and everything again after the eval).
-    failed = checks.failure("after training", data=level == "none")
+    failed = checks.failure("after training", data=level != "bwrap")
     if failed:
         say("ERROR", failed)
         return EXIT_PROTECTED
@@ -301,6 +314,7 @@ def run(spec: RunSpec, key: bytes, cwd: Path, nonce: str | None = None,
     eval_wall = eval_cpu = None
     if spec.eval:
         results_file.unlink(missing_ok=True)  # only the protected evaluation may write it
+        _drop_bytecode(cwd)  # training could have planted bytecode for protected modules
         eval_box = sandbox.wrap(level, _command(spec.eval, python),
                                 sandbox.Policy(cwd, [out_dir], hidden, spec.network, reveal))
         code, eval_wall, eval_cpu, escaped = run_phase(eval_box.argv, env, cwd, eval_box,

@@ -47,13 +47,16 @@ _FILE_RIGHTS = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS
 class Policy:
     """What lab code may do: read ``root`` (and the system), write only ``writable``, never see
     ``hide`` (files or directories) except the directories in ``reveal`` (read-only: e.g. a
-    virtual environment inside the hidden lab), reach the network only when ``network``."""
+    virtual environment inside the hidden lab), reach the network only when ``network``, and
+    never change the files in ``readonly`` even inside a writable directory (bubblewrap; under
+    Landlock the runner's hash checks catch such a change)."""
 
     root: Path
     writable: Sequence[Path]
     hide: Sequence[Path] = field(default_factory=tuple)
     network: bool = True
     reveal: Sequence[Path] = field(default_factory=tuple)
+    readonly: Sequence[Path] = field(default_factory=tuple)
 
 
 def _libc() -> ctypes.CDLL:
@@ -108,20 +111,30 @@ def bwrap_argv(argv: Sequence[str], policy: Policy, empty_file: Path) -> list[st
     """``argv`` run under bubblewrap with ``policy`` (``empty_file`` stands in for hidden
     files; hidden directories become empty tmpfs)."""
     out = ["bwrap", "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc"]
+    writable = [Path(p) for p in policy.writable]
     hide_dirs = [p for p in policy.hide if p.is_dir()]
-    for path in hide_dirs:
+    # Mount order matters: a later mount covers an earlier one. Hidden folders above the
+    # writable ones first, then the writable ones, then what is hidden or read-only inside them.
+    inner = [d for d in hide_dirs if any(d.is_relative_to(w) for w in writable)]
+    outer = [d for d in hide_dirs if d not in inner]
+    for path in outer:
         out += ["--tmpfs", str(path)]
     for path in policy.reveal:
-        if path.is_dir() and any(path.is_relative_to(d) for d in hide_dirs):
+        if path.is_dir() and any(path.is_relative_to(d) for d in outer):
             out += ["--ro-bind", str(path), str(path)]
     root = str(policy.root)
-    if any(policy.root.is_relative_to(d) for d in hide_dirs):
+    if any(policy.root.is_relative_to(d) for d in outer):
         out += ["--ro-bind", root, root]  # mounted again on top of a hidden parent
-    for path in policy.writable:
+    for path in writable:
         out += ["--bind", str(path), str(path)]
+    for path in inner:
+        out += ["--tmpfs", str(path)]
     for path in policy.hide:
         if path.is_file():
             out += ["--ro-bind", str(empty_file), str(path)]
+    for path in policy.readonly:
+        if Path(path).is_file():
+            out += ["--ro-bind", str(path), str(path)]
     out += ["--unshare-pid", "--die-with-parent", "--new-session"]
     if not policy.network:
         out += ["--unshare-net"]
@@ -184,8 +197,19 @@ def landlock_rules(policy: Policy, abi: int) -> list[tuple[Path, int]]:
     rules += [(p, read) for p in _visible_roots([h for h in policy.hide
                                                  if h.resolve().is_relative_to(root)], root)]
     rules += [(Path(p), read) for p in policy.reveal if Path(p).is_dir()]
-    writable = [Path(p) for p in policy.writable] + [Path("/dev")]
-    rules += [(p, everything) for p in writable if p.exists()]
+    for path in [Path(p) for p in policy.writable] + [Path("/dev")]:
+        if not path.exists():
+            continue
+        inside = [h for h in policy.hide if h.resolve().is_relative_to(path.resolve())]
+        if not inside:
+            rules.append((path, everything))
+            continue
+        # Landlock only grants, per folder tree: a writable folder that holds hidden paths gets
+        # every right but reading on the whole folder (new files and folders can be made; the
+        # hidden data cannot be read, and a change to it fails the run's hash check), and
+        # reading too on its visible parts. Files made at its top cannot be read back.
+        rules.append((path, everything & ~read))
+        rules += [(p, everything) for p in _visible_roots(inside, path)]
     return rules
 
 

@@ -147,31 +147,43 @@ def test_sandboxed_training_can_neither_read_nor_write_the_evaluation_data(
     tree = make_tree(tmp_path, DATA_TRAIN)
     key = new_key()
     code, out = run_job(tree, spec_for(tree, isolation=level, env={"DATA_ATTACK": "keep"}), key)
-    assert code == 0, out
     seen = next(ln for ln in out.splitlines() if ln.startswith("TRAINING SAW DATA"))
     assert "3.0" not in seen, seen  # hidden: empty under bwrap, unreadable under Landlock
-    assert "DATA WRITE REFUSED" in out
-    assert (tree / "data" / "val.txt").read_text() == "3.0"
-    assert parse_result(out, key).extra == {"data_seen": 3.0}
+    if level == "bwrap":
+        assert code == 0, out
+        assert "DATA WRITE REFUSED" in out
+        assert (tree / "data" / "val.txt").read_text() == "3.0"
+        assert parse_result(out, key).extra == {"data_seen": 3.0}
+    else:  # Landlock lets the job's tree be written around the data: the pinned hash fails it
+        assert code != 0 and "protected evaluation data differs" in out, out
+        assert "AUTOLAB_RESULT" not in out
 
 
-def test_training_cannot_write_outside_its_output_directory_in_a_sandbox(tmp_path: Path) -> None:
+def test_sandboxed_training_writes_its_own_tree_but_not_outside_nor_protected_files(
+        tmp_path: Path) -> None:
+    """Real training writes checkpoints and logs next to itself: the job's own tree (a
+    disposable export) is writable, the rest of the machine is not, and a protected file is
+    either read-only (bubblewrap) or its change fails the run (Landlock, by the hash check)."""
     escape = tmp_path / "outside.txt"
     train = HONEST_TRAIN + f"""\
-for path in ({str(escape)!r}, "train.py"):
+import os
+os.makedirs("out-ckpt", exist_ok=True)
+for path in ({str(escape)!r}, "out-ckpt/ckpt.txt", "prepare.py"):
     try:
         open(path, "a").write("x")
         print("WROTE", path)
     except OSError:
         print("REFUSED", path)
 """
-    tree = make_tree(tmp_path, train)
-    for level in [p.values[0] for p in LEVELS if p.values[0] != "none"]:
-        if not os.path.exists(tree):
-            break
-        code, out = run_job(tree, spec_for(tree, isolation=str(level)), new_key())
-        assert code == 0, out
-        assert "WROTE" not in out and out.count("REFUSED") == 2, (level, out)
+    for level in [str(p.values[0]) for p in LEVELS if p.values[0] != "none"]:
+        tree = make_tree(tmp_path / level, train)
+        code, out = run_job(tree, spec_for(tree, isolation=level), new_key())
+        assert f"REFUSED {escape}" in out, (level, out)
+        assert "WROTE out-ckpt/ckpt.txt" in out, (level, out)
+        if level == "bwrap":
+            assert code == 0 and "REFUSED prepare.py" in out, (level, out)
+        else:  # Landlock cannot forbid a file inside a granted folder: the hash check fails it
+            assert code != 0 and "modified the protected evaluation files" in out, (level, out)
     assert not escape.exists()
 
 

@@ -46,9 +46,9 @@ def test_autolab_run_with_llm_and_papers(tmp_path: Path) -> None:
     replies = [
         {"status": 429, "headers": {"Retry-After": "0"}, "body": {"error": "slow down"}},
         "this is not JSON",  # malformed: fed back, retried
-        hypotheses(idea("Double the learning rate", "warmup-lr-2024"),
+        hypotheses(idea("Triple the learning rate", "warmup-lr-2024"),
                    idea("Halve the width")),
-        edits("LR = 0.01  # learning rate", "LR = 0.02  # learning rate"),
+        edits("LR = 0.01  # learning rate", "LR = 0.03  # learning rate"),
         edits("WIDTH = 999", "WIDTH = 4"),  # search text not in the file: retried...
         edits("WIDTH = 999", "WIDTH = 4"),  # ...and rejected with the reason
         *[hypotheses()] * 30,
@@ -87,16 +87,16 @@ path = "notes"
 
     lab = Lab(lab.root)
     rows = {r["title"]: r for r in lab.scores() if r["role"] == "candidate"}
-    lr = rows["Double the learning rate"]
+    lr = rows["Triple the learning rate"]
     assert lr["verdict"] == "promoted" and lr["citation"] == "warmup-lr-2024", done.stdout
     assert lr["source"] == "llm" and lr["conversation"]
     width = rows["Halve the width"]
     assert width["status"] == "rejected" and "WIDTH = 999" in width["reason"]
 
     main = lab.main_commit()
-    assert "LR = 0.02" in lab.read(main, "train.py")
+    assert "LR = 0.03" in lab.read(main, "train.py")
     record = json.loads(lab.read(main, f"{RECORDS}/experiments/{lr['id']}.json"))
-    assert record["hypothesis"]["edits"][0]["replace"] == "LR = 0.02  # learning rate"
+    assert record["hypothesis"]["edits"][0]["replace"] == "LR = 0.03  # learning rate"
     conversation = json.loads(lab.read(main, f"{RECORDS}/conversations/{lr['conversation']}.json"))
     assert "warmup-lr-2024" in json.dumps(conversation)  # the paper was in the prompt
     message = subprocess.run(["git", "-C", str(lab.root), "log", "--format=%B", "main",

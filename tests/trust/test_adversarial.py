@@ -156,7 +156,9 @@ def test_job_cannot_move_main(tmp_path: Path) -> None:
     lab, output = run_session(tmp_path, {"move main": cheats.MOVE_MAIN})
     # main's own records may be what the job replaced: read the orchestrator's state
     states = [json.loads(p.read_text()) for p in (lab.state_dir / "experiments").glob("*.json")]
-    candidates = [e for e in states if e.get("role") == "candidate" and e.get("commit")]
+    # the cheat itself (knob candidates may be queued beside it while the LLM works)
+    candidates = [e for e in states if e.get("role") == "candidate" and e.get("commit")
+                  and e.get("hypothesis", {}).get("title") == "move main"]
     assert candidates, output[-3000:]
     commit = str(candidates[0]["commit"])
     main = lab.main_commit()

@@ -322,6 +322,7 @@ class Lab:
 
     def save_experiment(self, experiment: Experiment) -> None:
         """Write the live record to the state directory (atomic)."""
+        self.experiments_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(
             self.experiments_dir / f"{experiment.id}.json",
             json.dumps(to_dict(experiment), indent=1, sort_keys=True),
@@ -342,6 +343,7 @@ class Lab:
                 self.experiments_dir / f"{n:04d}.json"
             ).exists():
                 n += 1
+            counter.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(counter, str(n + 1))
         return f"{n:04d}"
 

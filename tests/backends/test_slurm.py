@@ -154,7 +154,10 @@ def test_preempted_job_is_resubmitted_under_the_same_handle(tmp_path: Path) -> N
 
     wait_until(two_attempts, timeout=40, what="the preempted job to run again")
     assert job_field(h.job_id, "State") == "PREEMPTED"
-    state = wait_for(b, h, lambda s: s.status is JobStatus.RUNNING)
+    # the handle's state follows the new SLURM job once squeue reports it (polls are cached
+    # between squeue answers, so the first RUNNING state may still carry the old id)
+    state = wait_for(b, h, lambda s: s.status is JobStatus.RUNNING
+                     and s.hardware.get("slurm_job_id") not in (None, h.job_id))
     new_id = state.hardware.get("slurm_job_id")
     assert new_id and new_id != h.job_id  # a new SLURM job, followed through the same handle
     assert "--- autolab: retry on SLURM job" in read_all_logs(b, h, settle=0)

@@ -42,6 +42,23 @@ def test_ready_order_is_confirm_then_baseline_then_candidate(tmp_path: Path) -> 
     assert [e.id for e in ledger.ready()] == [conf.id, base.id, cand.id]
 
 
+def test_llm_and_user_candidates_go_before_knob_fillers_which_wait_while_held(
+        tmp_path: Path) -> None:
+    lab = make_toy_lab(tmp_path / "lab")
+    ledger = Ledger(lab, say=lambda _m: None)
+
+    def ready_candidate(source: str) -> str:
+        h = Hypothesis(id=source, title=source, source=source)
+        return ledger.put(attrs.evolve(ledger.new(h, Role.CANDIDATE), commit="x")).id
+
+    knob, rnd, llm, user = (ready_candidate(s) for s in ("knob", "random", "llm", "user"))
+    assert [e.id for e in ledger.ready()] == [llm, user, knob, rnd]
+    ledger.fillers_held = True  # an LLM idea is being written: fillers wait for it
+    assert [e.id for e in ledger.ready()] == [llm, user]
+    ledger.fillers_held = False
+    assert [e.id for e in ledger.ready()] == [llm, user, knob, rnd]
+
+
 def test_rejections_and_records_are_committed_to_main_in_one_flush(tmp_path: Path) -> None:
     lab = make_toy_lab(tmp_path / "lab")
     said: list[str] = []

@@ -11,10 +11,15 @@ CPU seconds of the session's runs reach ``--cpu-minutes``. Strategies:
 - ``knob``: the knob explorer (single-knob moves, pushes after a promotion, pairs);
 - ``random``: random single-knob changes over the same knobs;
 - ``tpe``: Optuna's TPE sampler (``pip install optuna``, the ``bench`` extra) over the same
-  knobs (floats log-uniform in [v/4, 4v], ints in [v/2, 2v], booleans and named choices
-  categorical); each trial is one candidate whose changes are the knobs that differ from main,
-  and its seed-0 value is told back to the study (a refused or failed candidate is a failed
-  trial).
+  knobs (floats log-uniform in [v/4, 4v]; ints of 8 or more from {v/2, v, 2v}, smaller ints in
+  [v/2, 2v]; booleans and named choices categorical); each trial is one candidate whose
+  changes are the knobs that differ from main, and its first value is told back to the study
+  (a refused or failed candidate is a failed trial).
+
+Add ``+median`` or ``+halving`` to a strategy (``knob+median``) to run it with that early
+stopping rule on (``[reporter] early_stopping``, pruning from ``--prune-min-steps``).
+
+Each lab's own ``[budget]`` is lifted: the CPU budget is the only limit.
 
 Per strategy, over ``--sessions`` independent sessions (different search seeds): confirmed gain
 per CPU-hour (final main's mean against the first main's baselines, both measured by the gate's
@@ -25,7 +30,9 @@ duplicates) and the best main reached.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import statistics
 import sys
 import tempfile
@@ -45,7 +52,7 @@ from autolab.run.assemble import build_loop
 from autolab.run.loop import RunLoop, RunOptions
 from autolab_core.lab import Lab
 from autolab_core.models import Experiment, ExperimentStatus, Hypothesis
-from autolab_core.vocab import Role
+from autolab_core.vocab import Role, Verdict
 
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
@@ -74,8 +81,12 @@ class TPESearch:
             elif isinstance(v, float):
                 space[knob.name] = (d.FloatDistribution(v / 4, v * 4, log=True) if v > 0
                                     else d.FloatDistribution(0.0, 0.5))
+            elif isinstance(v, int) and v >= 8:
+                # half, same, double: the values an Optuna user would list for a width or a
+                # length, and the explorer's own moves (any pair of them still divides)
+                space[knob.name] = d.CategoricalDistribution([v // 2, v, v * 2])
             elif isinstance(v, int):
-                space[knob.name] = d.IntDistribution(max(1, v // 2), max(2, v * 2))
+                space[knob.name] = d.IntDistribution(max(0, v // 2), max(2, v * 2))
             elif isinstance(v, str) and knob.choices:
                 space[knob.name] = d.CategoricalDistribution(list(knob.choices))
         return space
@@ -123,6 +134,8 @@ class Session:
     best_main: float
     wall_s: float
     maximize: bool = False
+    pruned: int = 0
+    promotions: int = 0
 
     @property
     def gain_per_cpu_h(self) -> float:
@@ -147,10 +160,23 @@ def code_values(exps: Sequence[Experiment], code: str) -> list[float]:
             and (e.base_code == code if e.role == Role.BASELINE else e.code_hash == code)]
 
 
+def configure(toml: Path, prune: str, min_steps: int) -> None:
+    """Lift the lab's own budget (the CPU budget is the limit) and set the early-stopping rule."""
+    text = re.sub(r"(?m)^max_experiments = .*$", "max_experiments = 100000", toml.read_text())
+    text = re.sub(r"(?m)^max_hours = .*$", "max_hours = 100", text)
+    if prune:
+        text += f'\n[reporter]\nearly_stopping = "{prune}"\nmin_steps = {min_steps}\n'
+    toml.write_text(text)
+
+
 def run_session(strategy: str, seed: int, args: argparse.Namespace, tmp: Path) -> Session:
     from autolab.training import create_reference_lab
 
-    root = create_reference_lab(tmp / f"{strategy}-{seed}", overrides={"STEPS": args.steps})
+    label = strategy
+    strategy, _, prune = strategy.partition("+")
+    root = create_reference_lab(tmp / f"{strategy}-{prune or 'off'}-{seed}",
+                                overrides={"STEPS": args.steps})
+    configure(root / "autolab.toml", prune, args.prune_min_steps)
     lab = Lab.init(root)
     opts = RunOptions(workers=args.workers, poll_interval=0.5)
     say = (lambda m: print("   ", m)) if args.verbose else (lambda _m: None)
@@ -177,7 +203,11 @@ def run_session(strategy: str, seed: int, args: argparse.Namespace, tmp: Path) -
         done.set()
     wall = time.time() - t0
     code_paths = sorted({*cfg.files.editable, *cfg.files.protected})
-    final = code_values(exps, lab.files_hash(lab.main_commit(), code_paths))
+    final_code = lab.files_hash(lab.main_commit(), code_paths)
+    # a promoted candidate's own first run was picked for being good (winner's curse): score
+    # the final main by its confirmation seeds and later baselines when it has them
+    final = code_values([e for e in exps if e.role != Role.CANDIDATE], final_code) or code_values(
+        exps, final_code)
     first_code = next(e.base_code for e in exps if e.role == Role.BASELINE and e.base_code)
     start = statistics.fmean(code_values(exps, first_code))
     best = statistics.fmean(final) if final else start
@@ -186,8 +216,10 @@ def run_session(strategy: str, seed: int, args: argparse.Namespace, tmp: Path) -
     ran = [e for e in candidates if e.at(ExperimentStatus.STARTED) is not None]
     wasted = sum(1 for e in exps if e.status is ExperimentStatus.FAILED) + sum(
         1 for e in candidates if e.status is ExperimentStatus.REJECTED and "duplicate" in (e.reason or ""))
-    return Session(strategy, gain, cpu_seconds(exps) / 3600, len(ran), wasted, start, best, wall,
-                   maximize=cfg.metric.dir.value == "maximize")
+    pruned = sum(1 for e in exps if e.status is ExperimentStatus.PRUNED)
+    return Session(label, gain, cpu_seconds(exps) / 3600, len(ran), wasted, start, best, wall,
+                   maximize=cfg.metric.dir.value == "maximize", pruned=pruned,
+                   promotions=sum(1 for e in exps if e.verdict == Verdict.PROMOTED))
 
 
 def interval(values: Sequence[float]) -> str:
@@ -206,6 +238,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--strategies", default="knob,random,tpe")
+    parser.add_argument("--prune-min-steps", type=int, default=50,
+                        help="no pruning before this step (strategies with +median/+halving)")
+    parser.add_argument("--out", help="append each session's numbers to this JSON-lines file")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     results: dict[str, list[Session]] = {}
@@ -214,20 +249,28 @@ def main() -> None:
             for strategy in args.strategies.split(","):
                 s = run_session(strategy, seed, args, Path(tmp))
                 results.setdefault(strategy, []).append(s)
+                if args.out:
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps({**attrs.asdict(s), "seed": seed}) + "\n")
                 print(f"{strategy} session {seed}: start {s.start:.4f}, best main {s.best_main:.4f}, "
                       f"gain {s.gain:.4f}, CPU {s.cpu_h * 60:.1f} min, {s.experiments} experiments, "
-                      f"{s.wasted} wasted, wall {s.wall_s:.0f}s", flush=True)
+                      f"{s.wasted} wasted, {s.pruned} pruned, {s.promotions} promoted, "
+                      f"wall {s.wall_s:.0f}s", flush=True)
     print(f"\nbudget {args.cpu_minutes} CPU-minutes per session, {args.sessions} session(s), "
           f"STEPS={args.steps}, {args.workers} workers")
-    print("| strategy | confirmed gain / CPU-h | experiments / CPU-h | wasted runs | best main |")
-    print("|---|---|---|---|---|")
+    print("| strategy | confirmed gain / CPU-h | experiments / CPU-h | wasted runs | pruned "
+          "| promotions | best main |")
+    print("|---|---|---|---|---|---|---|")
     for strategy, sessions in results.items():
         gains = [s.gain_per_cpu_h for s in sessions]
         rate = statistics.fmean(s.experiments / s.cpu_h if s.cpu_h else 0.0 for s in sessions)
         wasted = sum(s.wasted for s in sessions)
         mains = [s.best_main for s in sessions]
         best = max(mains) if sessions[0].maximize else min(mains)
-        print(f"| {strategy} | {interval(gains)} | {rate:.1f} | {wasted} | {best:.4f} |")
+        pruned = sum(s.pruned for s in sessions)
+        promoted = sum(s.promotions for s in sessions)
+        print(f"| {strategy} | {interval(gains)} | {rate:.1f} | {wasted} | {pruned} | {promoted} "
+              f"| {best:.4f} |")
 
 
 if __name__ == "__main__":

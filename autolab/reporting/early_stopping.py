@@ -20,7 +20,9 @@ once its curve reaches that step. Rules:
   ``1/eta`` of the runs that reached that rung (at least ``eta`` of them, itself included).
 
 :class:`PruneDecision` carries the step, the reason and the compute saved: the steps left to
-``total_steps`` (default: the longest peer curve) and those steps at the run's own pace.
+``total_steps`` (default: the longest peer curve) and those steps at the run's own pace. A run
+that already reached that step is never pruned: it is being evaluated, and stopping it would
+save nothing and lose its score.
 """
 
 from __future__ import annotations
@@ -126,4 +128,6 @@ def decide(
     else:  # parse_options rejects other values
         return None
     saved_steps, saved_seconds = _saved(mine, mine.last_step, peers, total_steps)
+    if saved_steps <= 0:
+        return None  # it trained to the end: stopping it now saves nothing and loses its score
     return PruneDecision(experiment.id, mine.last_step, rule, reason, saved_steps, saved_seconds)

@@ -24,7 +24,7 @@ from autolab.lab_recovery import OutputTail, failure_reason
 from autolab.reporting.status import with_wait_reason
 from autolab.run.budget import Budget, OverBudget
 from autolab.run.ledger import Ledger
-from autolab.run.runspec import failed_outcome, run_spec, to_result
+from autolab.run.runspec import failed_outcome, is_pruned, run_spec, to_result
 from autolab.seed_check import ignored_seed, seed_env
 from autolab_core import guard
 from autolab_core.interfaces import JobBackend, MetricStore
@@ -64,7 +64,8 @@ def parse_output(exp: Experiment, text: str, key: bytes | None = None) -> JobOut
             out.points += [MetricPoint(exp.id, step, k, v) for k, v in values.items()]
         elif line.startswith("AUTOLAB_HARDWARE "):
             out.updates["hardware"] = _json_tail(line) or {}
-        elif line.startswith("AUTOLAB_ERROR "):
+        elif line.startswith("AUTOLAB_ERROR ") and not is_pruned(exp):
+            # a pruned job's "training exited with code -15" must not hide why it was stopped
             out.updates["reason"] = (_json_tail(line) or {}).get("reason", line)
     if key is not None:
         out.forged = scan_results(text, key, exp.id).forged

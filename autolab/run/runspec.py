@@ -52,11 +52,15 @@ def to_result(run: RunResult) -> Result:
                   extra=extra)
 
 
+def is_pruned(exp: Experiment) -> bool:
+    """Whether the Reporter stopped ``exp`` early (its reason says so until it ends)."""
+    return exp.reason is not None and exp.reason.startswith("pruned")
+
+
 def failed_outcome(exp: Experiment, state: JobState, hardware: Mapping[str, Any],
                    cost: float) -> Experiment:
     """``exp`` ended without a result: pruned, cancelled or failed, with the reason."""
-    pruned = exp.reason is not None and exp.reason.startswith("pruned")
-    status = (ExperimentStatus.PRUNED if pruned else
+    status = (ExperimentStatus.PRUNED if is_pruned(exp) else
               _JOB_TO_EXP.get(state.status, ExperimentStatus.FAILED))
     reason = exp.reason or state.reason or state.status.value
     if state.status is JobStatus.SUCCEEDED:

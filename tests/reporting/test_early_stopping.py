@@ -84,3 +84,12 @@ def test_successive_halving_keeps_the_top_third_at_each_rung() -> None:
     assert decide(running(), loss(0.65, upto=150), two, opts) is None  # fewer than eta runs
     custom = ReporterOptions(early_stopping="halving", halving_rungs=[50, 500], min_steps=10)
     assert "rung 50" in decide(running(), loss(0.65, upto=120), peers, custom).reason
+
+
+def test_a_run_that_trained_to_the_end_is_never_pruned() -> None:
+    """Its evaluation is running: stopping it saves nothing and loses its score."""
+    assert decide(running(), loss(0.5, upto=1000), PEERS, MEDIAN) is None
+    assert decide(running(), loss(0.5, upto=300), PEERS, MEDIAN, total_steps=300) is None
+    halving = ReporterOptions(early_stopping="halving", min_steps=100, halving_eta=3)
+    peers = {f"p{i}": loss(0.1 * i) for i in range(8)}
+    assert decide(running(), loss(0.65, upto=1000), peers, halving) is None

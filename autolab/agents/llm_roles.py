@@ -31,7 +31,7 @@ from autolab.agents.llm_researcher import LLMResearcher
 from autolab.agents.llm_worker import LLMWorker
 from autolab.agents.skills import load_skill
 from autolab.llms.budget import BudgetedLLM
-from autolab_core.config import parse_options
+from autolab_core.config import Config, parse_options
 from autolab_core.errors import ConfigError, PluginError
 from autolab_core.interfaces import PaperSource, PluginContext
 from autolab_core.validators import positive
@@ -58,10 +58,10 @@ class WorkerOptions:
         return PatchLimits(self.max_changed_lines, self.max_edits)
 
 
-def patch_limits(config: Any) -> PatchLimits:
+def patch_limits(config: Config) -> PatchLimits:
     """The patch limits of a lab (``[llm.worker] max_changed_lines, max_edits``): what every
     caller of :func:`autolab.agents.edits.validate_patch` passes, LLM or not."""
-    table = getattr(config, "llm_options", {}).get("worker")
+    table = config.llm_options.get("worker")
     return parse_options(WorkerOptions, table, "llm.worker").limits()
 
 

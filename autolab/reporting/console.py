@@ -23,11 +23,11 @@ from typing import Any
 
 from autolab.reporting.isolation import isolation_of, isolation_summary
 from autolab.reporting.lab import lab_status, write_lab_report
-from autolab.reporting.summary import id_key, run_summary
+from autolab.reporting.summary import run_summary
 from autolab_core.errors import AutolabError
 from autolab_core.interfaces import MetricStore
 from autolab_core.lab import Lab
-from autolab_core.models import Experiment, ExperimentStatus
+from autolab_core.models import Experiment, ExperimentStatus, id_key
 from autolab_core.plugins import PluginManager, make_store
 from autolab_core.vocab import Verdict
 

@@ -32,9 +32,16 @@ import attrs
 from autolab.reporting.anomalies import Anomaly
 from autolab.reporting.curves import latest_metrics
 from autolab.reporting.isolation import finished_runs, isolation_of, isolation_summary
-from autolab.reporting.summary import id_key, leaderboard
+from autolab.reporting.summary import leaderboard
 from autolab_core.config import PromotionSection
-from autolab_core.models import Direction, Experiment, ExperimentStatus, JobState, JobStatus
+from autolab_core.models import (
+    Direction,
+    Experiment,
+    ExperimentStatus,
+    JobState,
+    JobStatus,
+    id_key,
+)
 from autolab_core.vocab import Flag
 
 

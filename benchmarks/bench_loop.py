@@ -2,7 +2,6 @@
 
     python benchmarks/bench_loop.py busy     [--jobs 24] [--workers 2] [--job-seconds 2]
     python benchmarks/bench_loop.py busy-llm [--jobs 16] [--workers 2] [--job-seconds 2] [--llm-seconds 8]
-    python benchmarks/bench_loop.py search   [--candidates 8] [--steps 300]
 
 ``busy``: the share of slot time spent running experiments while the queue is not empty, and
 the orchestration overhead per experiment (slot time not spent running, divided by the number
@@ -13,10 +12,7 @@ tests/llm_scripted_server.py, that answers every request ``--llm-seconds`` late:
 answers, then one idea and its edit, then no more ideas). Knob-explorer candidates must keep
 the slots busy while the model thinks.
 
-``search``: the knob explorer against random search over the same knobs, on the real reference
-lab (torch on CPU), each with the same number of candidate experiments; the gain per
-compute-hour is the best confirmed improvement over the starting main divided by the CPU hours
-the session used, and the ratio of the two is printed.
+Search strategies are compared by ``benchmarks/bench_search.py``.
 """
 
 from __future__ import annotations
@@ -126,39 +122,6 @@ def bench_busy_llm(args: argparse.Namespace) -> None:
         print(f"orchestration overhead per experiment: {overhead * 1000:.0f} ms")
 
 
-def session(root: Path, strategy: str, candidates: int, workers: int) -> list[Experiment]:
-    lab = Lab(root)
-    opts = RunOptions(workers=workers, max_experiments=candidates, poll_interval=0.5)
-    loop = build_loop(lab, opts, say=lambda m: print("   ", m), strategy=strategy)
-    return loop.run()
-
-
-def bench_search(args: argparse.Namespace) -> None:
-    from autolab.training import create_reference_lab
-
-    results = {}
-    for strategy in ("knob", "random"):
-        with tempfile.TemporaryDirectory() as tmp:
-            root = create_reference_lab(Path(tmp) / "lab", overrides={"STEPS": args.steps})
-            Lab.init(root)
-            t0 = time.time()
-            exps = session(root, strategy, args.candidates, args.workers)
-            cpu_h = sum(e.result.extra.get("train_cpu_seconds", 0) for e in exps
-                        if e.result is not None) / 3600
-            base = [e.result.value for e in exps if e.role == "baseline" and e.result]
-            start = statistics.fmean(base[:3])
-            finals = [e for e in exps if e.verdict == "promoted"]
-            gain = sum(e.effect or 0 for e in finals)
-            results[strategy] = (gain, cpu_h, time.time() - t0, len(finals))
-            print(f"{strategy}: start {start:.4f}, promoted {len(finals)}, total gain "
-                  f"{gain:.4f} bpb, CPU {cpu_h:.3f} h, wall {results[strategy][2]:.0f}s, "
-                  f"gain per CPU-hour {gain / cpu_h if cpu_h else 0:.3f}")
-    k, r = results["knob"], results["random"]
-    knob_rate, random_rate = k[0] / k[1], r[0] / r[1]
-    ratio = "inf (random found nothing)" if random_rate == 0 else f"{knob_rate / random_rate:.2f}"
-    print(f"knob explorer vs random search, gain per compute-hour: {ratio}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,12 +135,8 @@ def main() -> None:
     bl.add_argument("--workers", type=int, default=2)
     bl.add_argument("--job-seconds", type=float, default=2.0)
     bl.add_argument("--llm-seconds", type=float, default=8.0)
-    s = sub.add_parser("search")
-    s.add_argument("--candidates", type=int, default=8)
-    s.add_argument("--steps", type=int, default=300)
-    s.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    {"busy": bench_busy, "busy-llm": bench_busy_llm, "search": bench_search}[args.what](args)
+    {"busy": bench_busy, "busy-llm": bench_busy_llm}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class Calls:
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.errors: collections.Counter[str] = collections.Counter()
+        self.messages: list[str] = []
         self.results: list[Any] = []
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +75,7 @@ class Calls:
                 out = fn(*args, **kwargs)
             except Exception as exc:
                 self.errors[type(exc).__name__] += 1
+                self.messages.append(f"{type(exc).__name__}: {exc}")
                 raise
             finally:
                 self.seconds.append(time.monotonic() - t0)
@@ -157,7 +159,11 @@ def report(exps: list[Any], researcher: Calls, worker: Calls, wall_h: float,
           f"{args.workers} slots, STEPS={args.steps}, constrain_lines={args.constrain_lines}")
     print(f"Researcher: {researcher.summary()}")
     print(f"ideas proposed: {len(ideas)} ({len(ideas) / wall_h:.1f} per hour)")
+    for h in ideas:
+        print(f"  idea: {h.title!r} (citation {h.citation})")
     print(f"Worker: {worker.summary()}")
+    for message in worker.messages:
+        print(f"  refused patch: {message[:300]}")
     valid = len(worker.results)
     rate = f"{100 * valid / len(worker.seconds):.0f}%" if worker.seconds else "n/a"
     print(f"valid patches: {valid} of {len(worker.seconds)} written ({rate})")

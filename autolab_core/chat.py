@@ -119,11 +119,32 @@ class RawAnswer:
 SCHEMA_NAME = "answer"
 
 
+PROMPT_ENUM_LIMIT = 16  # longer enums are described, not listed, in the prompt's copy
+
+
+def prompt_schema(schema: Any) -> Any:
+    """The copy of ``schema`` written into the prompt: an ``enum`` of more than
+    :data:`PROMPT_ENUM_LIMIT` values (a Worker's ``constrain_lines`` lists every line of the
+    file) is described instead of listed, so the prompt does not carry the file twice and
+    overflow a small model's context. The full schema still goes to the server, which enforces
+    it where it can; the answer is validated against it either way."""
+    if isinstance(schema, Mapping):
+        enum = schema.get("enum")
+        if isinstance(enum, list) and len(enum) > PROMPT_ENUM_LIMIT:
+            rest = {k: prompt_schema(v) for k, v in schema.items() if k != "enum"}
+            note = f"one of {len(enum)} fixed values given in the instructions"
+            return {**rest, "description": f"{schema.get('description', '')} ({note})".strip()}
+        return {k: prompt_schema(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [prompt_schema(v) for v in schema]
+    return schema
+
+
 def schema_instruction(schema: Mapping[str, Any]) -> str:
     """The instruction added to the system prompt when a schema is given."""
     return (
         "Answer with a single JSON object and nothing else. It must match this JSON schema:\n"
-        + json.dumps(schema, separators=(",", ":"))
+        + json.dumps(prompt_schema(schema), separators=(",", ":"))
     )
 
 

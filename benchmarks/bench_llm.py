@@ -62,6 +62,7 @@ class Calls:
     """Counts and times the calls of one role's method, and the errors it raised."""
 
     def __init__(self) -> None:
+        self.started = 0
         self.seconds: list[float] = []
         self.errors: collections.Counter[str] = collections.Counter()
         self.messages: list[str] = []
@@ -70,6 +71,7 @@ class Calls:
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
+            self.started += 1
             t0 = time.monotonic()
             try:
                 out = fn(*args, **kwargs)
@@ -84,10 +86,12 @@ class Calls:
         return timed
 
     def summary(self) -> str:
+        unfinished = self.started - len(self.seconds)
+        cut = f" ({unfinished} still running when the session ended)" if unfinished else ""
         if not self.seconds:
-            return "0 calls"
+            return f"{self.started} calls{cut}"
         errors = ", ".join(f"{n} {name}" for name, n in self.errors.items()) or "none"
-        return (f"{len(self.seconds)} calls, {len(self.results)} answered, errors: {errors}; "
+        return (f"{self.started} calls{cut}, {len(self.results)} answered, errors: {errors}; "
                 f"{statistics.median(self.seconds):.0f} s median, {max(self.seconds):.0f} s max")
 
 

@@ -165,6 +165,7 @@ class LLMResearcher:
         by_ref = {p.id: p for p in papers} | {p.url: p for p in papers if p.url}
         out: list[Hypothesis] = []
         dropped: list[str] = []
+        unknown: list[str] = []
         for item in answer.data["hypotheses"][:n]:
             title = item["title"].strip()
             if not title or _norm(title) in tried:
@@ -172,6 +173,13 @@ class LLMResearcher:
                 continue
             tried.add(_norm(title))
             citation = item["citation"].strip() or None
+            paper = by_ref.get(citation or "") or next(
+                (p for p in papers if citation and p.id in citation), None)
+            if citation and paper is None:
+                # a citation must trace to a paper the model was shown; an invented one would
+                # put a false source on a promotion's commit
+                unknown.append(citation)
+                citation = None
             h = Hypothesis(
                 id=f"llm-{secrets.token_hex(5)}", title=title,
                 rationale=item["rationale"].strip(),
@@ -179,9 +187,8 @@ class LLMResearcher:
                 citation=citation, source="llm", conversation_id=conv.id,
             )
             out.append(h)
-            paper = by_ref.get(citation or "") or next(
-                (p for p in papers if citation and p.id in citation), None)
             if paper is not None:
                 self.mined.mark(paper.id, title)
-        conv.finish({"hypotheses": [h.id for h in out], "dropped_as_tried": dropped})
+        conv.finish({"hypotheses": [h.id for h in out], "dropped_as_tried": dropped,
+                     "unknown_citations_dropped": unknown})
         return out

@@ -95,11 +95,14 @@ def test_researcher_proposes_cites_and_remembers_papers(server, llm, tmp_path):
     past = [experiment(1, "Raise LR to 0.02", ExperimentStatus.FINISHED, 1.20),
             experiment(2, "Use SGD with momentum", ExperimentStatus.FAILED, reason="NaN loss at step 3")]
     server.add(json.dumps({"hypotheses": [
-        idea("Add linear LR warmup", citation="warmup"), idea("Cosine decay to 10%", risk="medium")]}))
+        idea("Add linear LR warmup", citation="warmup"), idea("Cosine decay to 10%", risk="medium"),
+        # SmolLM2 on the reference lab cited "non-critical_json-json_data": no such paper
+        idea("Scale the init", citation="non-critical_json-json_data")]}))
     out = researcher.propose(digest(past), 3)
-    assert [h.title for h in out] == ["Add linear LR warmup", "Cosine decay to 10%"]
+    assert [h.title for h in out] == ["Add linear LR warmup", "Cosine decay to 10%", "Scale the init"]
     assert all(h.source == "llm" and h.id.startswith("llm-") for h in out)
     assert out[0].citation == "warmup" and out[1].citation is None and out[1].risk == "medium"
+    assert out[2].citation is None  # an invented citation never reaches the record
     prompt = body_text(server.requests[0])
     assert "You are the Researcher" in prompt  # the skill is the system prompt
     assert "LR = 0.01" in prompt and "minimize val_bpb" in prompt and "sigma 0.004" in prompt
@@ -109,6 +112,7 @@ def test_researcher_proposes_cites_and_remembers_papers(server, llm, tmp_path):
     assert "Propose up to 3 new hypotheses" in prompt
     conv = load_conversation(conv_dir, out[0].conversation_id)
     assert conv["role"] == "researcher" and conv["calls"][0]["answer"]["data"]["hypotheses"]
+    assert conv["outcome"]["unknown_citations_dropped"] == ["non-critical_json-json_data"]
     assert conv["calls"][0]["messages"][1]["content"] == server.requests[0].body["messages"][1]["content"]
     # the cited paper is mined: the next prompt no longer shows it
     server.add(json.dumps({"hypotheses": []}))

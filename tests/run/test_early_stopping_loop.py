@@ -15,8 +15,10 @@ from autolab_core.vocab import Role
 
 STEPS = 12
 
-# A slow toy: 12 logged steps of 0.25 s; the training loss is worse the further LR is from
-# 0.04, so a candidate that halves LR lags its peers at every step.
+# A slow toy: 12 logged steps of 0.4 s; the training loss is worse the further LR is from
+# 0.04, so a candidate that halves LR lags its peers at every step. Two peers are enough: the
+# first two baselines have finished when the first candidate starts (with three, whether the
+# third baseline is ahead of the candidate at a given step is a race).
 SLOW_TRAIN = f'''\
 import json, math, os, pathlib, time
 from autolab_core.metriclines import format_metric_line
@@ -27,7 +29,7 @@ WIDTH = 8  # hidden width
 out = pathlib.Path(os.environ.get("AUTOLAB_OUTPUT_DIR", "out"))
 out.mkdir(parents=True, exist_ok=True)
 for step in range(1, {STEPS} + 1):
-    time.sleep(0.25)
+    time.sleep(0.4)
     loss = 2.0 / step + abs(math.log2(LR / 0.04))
     print(format_metric_line(step, {{"train_loss": loss}}), flush=True)
 (out / "model.json").write_text(json.dumps({{"lr": LR, "width": WIDTH, "act": "relu"}}))
@@ -37,7 +39,7 @@ REPORTER = """
 [reporter]
 early_stopping = "median"
 min_steps = 3
-min_peers = 3
+min_peers = 2
 smooth = 1
 """
 
